@@ -1,0 +1,67 @@
+//! Tether's wire types.
+//!
+//! Everything here is generated at build time from the `.proto` files in the workspace's
+//! `proto/` folder, which we wrote from the facts of Viam's public API so that Viam's official
+//! SDKs talk to Tether unchanged. Besides the generated modules this crate offers the encoded
+//! descriptor set (served by gRPC reflection) and [`is_safety_monitored`], which answers from the
+//! `viam.common.v1.safety_heartbeat_monitored` method option in those descriptors — never from a
+//! hand-written list — whether a method drives an actuator that a session must keep alive.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod codec;
+
+include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+/// The encoded `FileDescriptorSet` of every file in `proto/`, imports included.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tether_descriptor.bin"));
+
+/// Full name of the method option that marks safety-monitored methods.
+pub const SAFETY_MONITORED_OPTION: &str = "viam.common.v1.safety_heartbeat_monitored";
+
+/// Decodes the descriptor set into a reflection pool. The pool is not kept: callers that need
+/// it at run time hold it themselves.
+pub fn descriptor_pool() -> prost_reflect::DescriptorPool {
+    prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set was produced by our own build script")
+}
+
+/// The gRPC paths (`/package.Service/Method`) of every method whose descriptor carries
+/// `safety_heartbeat_monitored = true`, computed once from the descriptors.
+pub fn safety_monitored_methods() -> &'static BTreeSet<String> {
+    static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let pool = descriptor_pool();
+        let Some(option) = pool.get_extension_by_name(SAFETY_MONITORED_OPTION) else {
+            return BTreeSet::new();
+        };
+        pool.services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|method| {
+                method
+                    .options()
+                    .get_extension(&option)
+                    .as_bool()
+                    .unwrap_or(false)
+            })
+            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+            .collect()
+    })
+}
+
+/// Whether the method at this gRPC path (`/package.Service/Method`) is safety-monitored.
+pub fn is_safety_monitored(path: &str) -> bool {
+    safety_monitored_methods().contains(path)
+}
+
+/// Service names (`package.Service`) of every service in the descriptor set.
+pub fn service_names() -> Vec<String> {
+    descriptor_pool()
+        .services()
+        .map(|s| s.full_name().to_string())
+        .collect()
+}
