@@ -1,0 +1,646 @@
+//! Machine configuration: a JSON file in viam-server's shape.
+//!
+//! Loading is all-or-nothing: the file is parsed, every component's API, model and attributes
+//! are checked, and only a fully valid [`Config`] comes out — the server never starts
+//! half-configured. Errors say where (`components[2] "left"`), what (`attributes: unknown field
+//! `maxrpm``) and what was expected. Unknown keys are errors, not silently ignored; sections
+//! viam-server has but this build does not run (services, modules, remotes, ...) are accepted
+//! only when empty, and auth/TLS settings this build cannot honour yet are refused rather than
+//! ignored, so a machine meant to be locked is never served open.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::fake::{
+    FakeArmAttributes, FakeBaseAttributes, FakeCameraAttributes, FakeGantryAttributes,
+    FakeGripperAttributes, FakeMotorAttributes, FakeSensorAttributes, FakeServoAttributes,
+    FakeSwitchAttributes, NoAttributes,
+};
+use crate::resource::Subtype;
+
+/// The default listen address, as viam-server's.
+pub const DEFAULT_BIND_ADDRESS: &str = "localhost:8080";
+/// The default session heartbeat window.
+pub const DEFAULT_HEARTBEAT_WINDOW: Duration = Duration::from_secs(2);
+/// The shortest heartbeat window accepted.
+pub const MIN_HEARTBEAT_WINDOW: Duration = Duration::from_millis(30);
+/// The longest heartbeat window accepted.
+pub const MAX_HEARTBEAT_WINDOW: Duration = Duration::from_secs(60);
+/// The default limit on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The content is invalid; the message says where and why.
+    #[error("invalid config {source_name}: {message}")]
+    Invalid {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// A validated machine configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The components, in file order.
+    pub components: Vec<ComponentConfig>,
+    /// Network settings.
+    pub network: NetworkConfig,
+    /// The config's revision, if it names one.
+    pub revision: String,
+}
+
+/// One validated component.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    /// Its short name.
+    pub name: String,
+    /// Its API.
+    pub subtype: Subtype,
+    /// Its model with parsed attributes.
+    pub model: Model,
+}
+
+/// A model with its parsed attributes. This build provides the simulated `fake` models.
+#[derive(Debug, Clone)]
+pub enum Model {
+    FakeArm(FakeArmAttributes),
+    FakeBase(FakeBaseAttributes),
+    FakeButton,
+    FakeCamera(FakeCameraAttributes),
+    FakeGantry(FakeGantryAttributes),
+    FakeGeneric,
+    FakeGripper(FakeGripperAttributes),
+    FakeMotor(FakeMotorAttributes),
+    FakeSensor(FakeSensorAttributes),
+    FakeServo(FakeServoAttributes),
+    FakeSwitch(FakeSwitchAttributes),
+}
+
+/// Validated network settings.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Where to listen, `host:port` (`:port` means every interface).
+    pub bind_address: String,
+    /// Serve plaintext even if certificates are configured.
+    pub no_tls: bool,
+    /// Session heartbeat window, in [30 ms, 1 min].
+    pub heartbeat_window: Duration,
+    /// Most connections served at once; more are refused with an explicit error.
+    pub max_connections: usize,
+    /// Certificate and key files (PEM), when configured.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+}
+
+impl NetworkConfig {
+    /// Whether this build can serve these settings (checked after command-line overrides).
+    pub fn check_servable(&self) -> Result<(), String> {
+        if self.tls_files.is_some() && !self.no_tls {
+            return Err("network: TLS is not available in this build yet; set \"no_tls\": true \
+                        (or pass --no-tls) to serve plaintext"
+                .into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: DEFAULT_BIND_ADDRESS.into(),
+            no_tls: false,
+            heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_files: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    components: Vec<RawComponent>,
+    #[serde(default)]
+    services: Vec<Value>,
+    #[serde(default)]
+    modules: Vec<Value>,
+    #[serde(default)]
+    remotes: Vec<Value>,
+    #[serde(default)]
+    processes: Vec<Value>,
+    #[serde(default)]
+    packages: Vec<Value>,
+    #[serde(default)]
+    jobs: Vec<Value>,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    cloud: Option<Value>,
+    #[serde(default)]
+    debug: bool,
+    #[serde(default)]
+    disable_partial_start: bool,
+    #[serde(default)]
+    revision: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: String,
+    #[serde(default)]
+    api: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    model: String,
+    #[serde(default)]
+    attributes: Option<Value>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    frame: Option<Value>,
+    #[serde(default)]
+    service_configs: Option<Value>,
+    #[serde(default)]
+    log_configuration: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    bind_address: Option<String>,
+    #[serde(default)]
+    no_tls: bool,
+    #[serde(default)]
+    tls_cert_file: Option<String>,
+    #[serde(default)]
+    tls_key_file: Option<String>,
+    #[serde(default)]
+    fqdn: Option<String>,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    max_connections: Option<usize>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    #[serde(default)]
+    heartbeat_window: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    handlers: Vec<Value>,
+    #[serde(default)]
+    tls_auth_entities: Vec<String>,
+    #[serde(default)]
+    external_auth_config: Option<Value>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates config text; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        raw.validate().map_err(invalid)
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, String> {
+        for (section, items) in [
+            ("services", &self.services),
+            ("modules", &self.modules),
+            ("remotes", &self.remotes),
+            ("processes", &self.processes),
+            ("packages", &self.packages),
+            ("jobs", &self.jobs),
+        ] {
+            if !items.is_empty() {
+                return Err(format!(
+                    "{section}: this build of Tether does not run {section} ({} configured); \
+                     remove them or leave the list empty",
+                    items.len()
+                ));
+            }
+        }
+        if self.cloud.is_some() {
+            return Err("cloud: cloud-managed machines are not supported; remove the \
+                        \"cloud\" section to run this config locally"
+                .into());
+        }
+        let _ = (self.debug, self.disable_partial_start);
+        if !self.auth.handlers.is_empty()
+            || !self.auth.tls_auth_entities.is_empty()
+            || self.auth.external_auth_config.is_some()
+        {
+            return Err("auth: authentication is not available in this build yet; refusing to \
+                        serve a machine that was configured to require credentials without them"
+                .into());
+        }
+
+        let network = self.network.validate()?;
+        let mut seen = HashSet::new();
+        let mut components = Vec::with_capacity(self.components.len());
+        for (i, c) in self.components.into_iter().enumerate() {
+            let at = format!("components[{i}] {:?}", c.name);
+            let component = c.validate().map_err(|e| format!("{at}: {e}"))?;
+            if !seen.insert(component.name.clone()) {
+                return Err(format!(
+                    "{at}: duplicate name {:?}; every resource needs a unique name",
+                    component.name
+                ));
+            }
+            components.push(component);
+        }
+        Ok(Config {
+            components,
+            network,
+            revision: self.revision,
+        })
+    }
+}
+
+impl RawNetwork {
+    fn validate(self) -> Result<NetworkConfig, String> {
+        let mut net = NetworkConfig::default();
+        if let Some(bind) = self.bind_address {
+            split_host_port(&bind).map_err(|e| format!("network.bind_address: {e}"))?;
+            net.bind_address = bind;
+        }
+        net.no_tls = self.no_tls;
+        match (self.tls_cert_file, self.tls_key_file) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => net.tls_files = Some((cert.into(), key.into())),
+            _ => {
+                return Err("network: tls_cert_file and tls_key_file must be given together".into());
+            }
+        }
+        let _ = self.fqdn;
+        if let Some(window) = self.sessions.heartbeat_window {
+            let d = parse_go_duration(&window)
+                .map_err(|e| format!("network.sessions.heartbeat_window: {e}"))?;
+            if !(MIN_HEARTBEAT_WINDOW..=MAX_HEARTBEAT_WINDOW).contains(&d) {
+                return Err(format!(
+                    "network.sessions.heartbeat_window: heartbeat_window must be between \
+                     [30ms, 1m], got {window:?}"
+                ));
+            }
+            net.heartbeat_window = d;
+        }
+        if let Some(max) = self.max_connections {
+            if max == 0 {
+                return Err("network.max_connections must be at least 1".into());
+            }
+            net.max_connections = max;
+        }
+        Ok(net)
+    }
+}
+
+impl RawComponent {
+    fn validate(self) -> Result<ComponentConfig, String> {
+        if !valid_name(&self.name) {
+            return Err(format!(
+                "name {:?} is invalid: use letters, digits, '-' and '_', starting with a letter \
+                 or digit",
+                self.name
+            ));
+        }
+        let subtype = self.subtype()?;
+        for dep in &self.depends_on {
+            if dep.is_empty() {
+                return Err("depends_on: empty resource name".into());
+            }
+        }
+        let _ = (&self.frame, &self.service_configs, &self.log_configuration);
+        if self.model != "fake" && self.model != "rdk:builtin:fake" {
+            return Err(format!(
+                "unknown model {:?} for {subtype}; this build provides \"fake\" \
+                 (also written \"rdk:builtin:fake\")",
+                self.model
+            ));
+        }
+        let attributes = match self.attributes {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v @ Value::Object(_)) => v,
+            Some(other) => {
+                return Err(format!(
+                    "attributes must be a JSON object, got {}",
+                    json_kind(&other)
+                ));
+            }
+        };
+        let model = fake_model(subtype, attributes).map_err(|e| format!("attributes: {e}"))?;
+        Ok(ComponentConfig {
+            name: self.name,
+            subtype,
+            model,
+        })
+    }
+
+    fn subtype(&self) -> Result<Subtype, String> {
+        let supported = || {
+            Subtype::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let from_api = match &self.api {
+            Some(api) => {
+                let parts: Vec<&str> = api.split(':').collect();
+                let [namespace, kind, subtype] = parts[..] else {
+                    return Err(format!(
+                        "api {api:?} is not of the form \"namespace:component:subtype\" \
+                         (e.g. \"rdk:component:motor\")"
+                    ));
+                };
+                if namespace != "rdk" || kind != "component" {
+                    return Err(format!(
+                        "api {api:?} is not supported; this build serves rdk:component APIs"
+                    ));
+                }
+                Some(Subtype::parse(subtype).ok_or_else(|| {
+                    format!("api {api:?}: unsupported component API; supported: {}", supported())
+                })?)
+            }
+            None => None,
+        };
+        let from_type = match &self.kind {
+            Some(t) => {
+                if let Some(ns) = &self.namespace
+                    && ns != "rdk"
+                {
+                    return Err(format!("namespace {ns:?} is not supported; use \"rdk\""));
+                }
+                Some(Subtype::parse(t).ok_or_else(|| {
+                    format!("type {t:?}: unsupported component type; supported: {}", supported())
+                })?)
+            }
+            None => None,
+        };
+        match (from_api, from_type) {
+            (Some(a), Some(t)) if a != t => Err(format!(
+                "api {a} and type {:?} disagree; give one of them",
+                t.as_str()
+            )),
+            (Some(a), _) => Ok(a),
+            (None, Some(t)) => Ok(t),
+            (None, None) => Err("missing \"api\" (e.g. \"rdk:component:motor\") or \"type\"".into()),
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_attributes<T: DeserializeOwned>(
+    v: Value,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, String> {
+    let parsed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    validate(&parsed)?;
+    Ok(parsed)
+}
+
+fn fake_model(subtype: Subtype, attributes: Value) -> Result<Model, String> {
+    let none = |a: Value| parse_attributes::<NoAttributes>(a, |_| Ok(()));
+    Ok(match subtype {
+        Subtype::Arm => Model::FakeArm(parse_attributes(attributes, FakeArmAttributes::validate)?),
+        Subtype::Base => {
+            Model::FakeBase(parse_attributes(attributes, FakeBaseAttributes::validate)?)
+        }
+        Subtype::Button => {
+            none(attributes)?;
+            Model::FakeButton
+        }
+        Subtype::Camera => {
+            Model::FakeCamera(parse_attributes(attributes, FakeCameraAttributes::validate)?)
+        }
+        Subtype::Gantry => {
+            Model::FakeGantry(parse_attributes(attributes, FakeGantryAttributes::validate)?)
+        }
+        Subtype::Generic => {
+            none(attributes)?;
+            Model::FakeGeneric
+        }
+        Subtype::Gripper => {
+            Model::FakeGripper(parse_attributes(attributes, FakeGripperAttributes::validate)?)
+        }
+        Subtype::Motor => {
+            Model::FakeMotor(parse_attributes(attributes, FakeMotorAttributes::validate)?)
+        }
+        Subtype::Sensor => {
+            Model::FakeSensor(parse_attributes(attributes, FakeSensorAttributes::validate)?)
+        }
+        Subtype::Servo => {
+            Model::FakeServo(parse_attributes(attributes, FakeServoAttributes::validate)?)
+        }
+        Subtype::Switch => {
+            Model::FakeSwitch(parse_attributes(attributes, FakeSwitchAttributes::validate)?)
+        }
+    })
+}
+
+/// Resource names: a letter or digit, then letters, digits, `-` and `_`, at most 200 bytes.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.len() <= 200
+}
+
+/// Splits `host:port`, `[v6]:port` or `:port` (every interface). The host may be a name.
+pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{address:?}: port {port:?} is not a number in 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_string(), port))
+}
+
+/// Parses a Go duration string (`"2s"`, `"30ms"`, `"1m30s"`, `"1.5s"`; units ns, us, µs, ms, s,
+/// m, h), as viam-server configs write them.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like \"2s\", \"500ms\" or \"1m30s\"");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += value * nanos_per;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.json").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_go_duration("30ms").unwrap(), Duration::from_millis(30));
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_go_duration("250us").unwrap(), Duration::from_micros(250));
+        for bad in ["", "2", "s", "2 s", "2x", "-1s", "1..2s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn both_api_forms_and_full_model_name() {
+        let c = Config::parse(
+            r#"{"components": [
+                {"name": "a", "api": "rdk:component:motor", "model": "fake"},
+                {"name": "b", "type": "motor", "namespace": "rdk", "model": "rdk:builtin:fake",
+                 "attributes": {"max_rpm": 50, "encoder": "e", "pins": {"pwm": "1"}}}
+            ]}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.components.len(), 2);
+        assert!(c.components.iter().all(|c| c.subtype == Subtype::Motor));
+        assert_eq!(c.network.bind_address, DEFAULT_BIND_ADDRESS);
+        assert_eq!(c.network.heartbeat_window, DEFAULT_HEARTBEAT_WINDOW);
+    }
+
+    #[test]
+    fn precise_errors() {
+        let e = err(r#"{"components": [], "colour": 1}"#);
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake"},
+                                        {"name": "m", "type": "base", "model": "fake"}]}"#);
+        assert!(e.contains(r#"components[1] "m": duplicate name"#), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "gpio"}]}"#);
+        assert!(e.contains(r#"unknown model "gpio" for rdk:component:motor"#), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
+                                         "attributes": {"maxrpm": 5}}]}"#);
+        assert!(e.contains(r#"components[0] "m": attributes: unknown field `maxrpm`"#), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
+                                         "attributes": {"max_rpm": -5}}]}"#);
+        assert!(e.contains("max_rpm must be a positive number"), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "api": "rdk:component:board", "model": "fake"}]}"#);
+        assert!(e.contains("unsupported component API"), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "api": "rdk:component:motor", "type": "base", "model": "fake"}]}"#);
+        assert!(e.contains("disagree"), "{e}");
+        let e = err(r#"{"components": [{"name": "bad name", "type": "motor", "model": "fake"}]}"#);
+        assert!(e.contains("is invalid"), "{e}");
+        let e = err(r#"{"components": [{"name": "m", "model": "fake"}]}"#);
+        assert!(e.contains("missing \"api\""), "{e}");
+        let e = err(r#"{"services": [{"name": "x"}]}"#);
+        assert!(e.contains("does not run services"), "{e}");
+        let e = err(r#"{"auth": {"handlers": [{"type": "api-key", "config": {}}]}}"#);
+        assert!(e.contains("authentication is not available"), "{e}");
+        let e = err(r#"{"components": [ {"name": "m", "type": "motor", "model": "fake"} "#);
+        assert!(e.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn heartbeat_window_bounds_are_inclusive() {
+        let with = |w: &str| {
+            Config::parse(
+                &format!(r#"{{"network": {{"sessions": {{"heartbeat_window": "{w}"}}}}}}"#),
+                "t",
+            )
+        };
+        assert_eq!(with("30ms").unwrap().network.heartbeat_window, MIN_HEARTBEAT_WINDOW);
+        assert_eq!(with("1m").unwrap().network.heartbeat_window, MAX_HEARTBEAT_WINDOW);
+        for bad in ["29ms", "61s", "0s"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("heartbeat_window must be between [30ms, 1m]"), "{e}");
+        }
+        assert!(with("soon").unwrap_err().to_string().contains("not a duration"));
+    }
+
+    #[test]
+    fn tls_and_bind_address() {
+        let tls = r#"{"network": {"tls_cert_file": "c.pem", "tls_key_file": "k.pem"}}"#;
+        let mut c = Config::parse(tls, "t").unwrap();
+        assert!(c.network.check_servable().unwrap_err().contains("TLS is not available"));
+        c.network.no_tls = true;
+        c.network.check_servable().unwrap();
+        assert!(err(r#"{"network": {"tls_cert_file": "c.pem"}}"#).contains("together"));
+        assert_eq!(split_host_port(":8080").unwrap(), ("0.0.0.0".into(), 8080));
+        assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert!(err(r#"{"network": {"bind_address": "localhost"}}"#).contains("bind_address"));
+        assert!(err(r#"{"network": {"bind_address": "h:99999"}}"#).contains("port"));
+    }
+}

@@ -1,0 +1,487 @@
+//! The one-port server.
+//!
+//! Every connection on the machine's port is served by the same tower stack: the message-size
+//! limit, the operations layer, then a router holding every gRPC service, gRPC reflection (v1
+//! and v1alpha) and `GET /` (the readiness probe). Connections speak HTTP/2 with prior
+//! knowledge (h2c, what gRPC clients send) or HTTP/1.1; which one is decided by reading the
+//! first bytes, under a header-read timeout so a silent peer cannot hold a slot.
+//!
+//! Limits are explicit: past `max_connections`, a new connection is answered (gRPC
+//! `RESOURCE_EXHAUSTED`, or HTTP 503) and closed, never silently dropped. HTTP/2 keepalive
+//! pings find dead peers. On shutdown the listeners close, every connection is asked to finish
+//! (GOAWAY), and the caller gets control back within a grace period.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tether_proto::viam::component::{
+    arm, base, button, camera, gantry, generic, gripper, motor, sensor, servo, switch,
+};
+use tether_proto::viam::robot::v1::robot_service_server::RobotServiceServer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+
+use crate::config::split_host_port;
+use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
+use crate::machine::Machine;
+use crate::operations::OperationsLayer;
+use crate::services::Api;
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How many over-limit connections may be in the middle of being told so at once; beyond
+/// this they are closed without an answer (and logged).
+const MAX_REJECTING: usize = 64;
+
+/// How long an over-limit connection is kept to deliver its rejection.
+const REJECT_LINGER: Duration = Duration::from_secs(3);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The bind address is malformed.
+    #[error("bad bind address: {0}")]
+    Address(String),
+    /// Binding failed.
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: io::Error },
+    /// gRPC reflection could not index our descriptors.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// Connection-level settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Time a new connection has to send its first bytes (HTTP/2 preface or HTTP/1 headers).
+    pub header_read_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings.
+    pub keepalive_interval: Duration,
+    /// Time to wait for a keepalive ping's answer before closing the connection.
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Time connections get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 256,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Binds `host:port` on every address the host resolves to (`localhost` → 127.0.0.1 and ::1),
+/// all on one port. Addresses that cannot be bound are skipped if at least one can.
+pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
+    let (host, port) = split_host_port(address).map_err(ServeError::Address)?;
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: address.into(),
+            source,
+        })?
+        .collect();
+    let mut ips: Vec<_> = resolved.iter().map(|a| a.ip()).collect();
+    ips.dedup();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut first_error = None;
+    let mut port = port;
+    for ip in ips {
+        match TcpListener::bind(SocketAddr::new(ip, port)).await {
+            Ok(l) => {
+                if port == 0 {
+                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                }
+                listeners.push(l);
+            }
+            Err(e) => {
+                tracing::debug!(%ip, port, error = %e, "cannot bind one of the resolved addresses");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(ServeError::Bind {
+            address: address.into(),
+            source: first_error
+                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")),
+        });
+    }
+    Ok(listeners)
+}
+
+/// The tower stack every request goes through.
+pub fn app(machine: Arc<Machine>) -> Result<axum::Router, ServeError> {
+    let api = Api::new(machine.clone());
+    let max = MAX_MESSAGE_BYTES;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        };
+    }
+    let mut routes = tonic::service::Routes::builder();
+    routes
+        .add_service(limited!(RobotServiceServer::new(api.clone())))
+        .add_service(limited!(arm::v1::arm_service_server::ArmServiceServer::new(api.clone())))
+        .add_service(limited!(base::v1::base_service_server::BaseServiceServer::new(api.clone())))
+        .add_service(limited!(button::v1::button_service_server::ButtonServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(camera::v1::camera_service_server::CameraServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(gantry::v1::gantry_service_server::GantryServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(generic::v1::generic_service_server::GenericServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(gripper::v1::gripper_service_server::GripperServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(motor::v1::motor_service_server::MotorServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(sensor::v1::sensor_service_server::SensorServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(servo::v1::servo_service_server::ServoServiceServer::new(
+            api.clone()
+        )))
+        .add_service(limited!(switch::v1::switch_service_server::SwitchServiceServer::new(api)))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let router = routes
+        .routes()
+        .into_axum_router()
+        .route("/", axum::routing::get(|| async { "ready\n" }));
+    Ok(router)
+}
+
+/// Serves `listeners` until `shutdown` resolves, then lets connections finish within the grace
+/// period.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    machine: Arc<Machine>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let router = app(machine.clone())?;
+    let service = ServiceBuilder::new()
+        .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
+        .layer(OperationsLayer::new(machine.operations().clone()))
+        .service(router);
+    let options = Arc::new(options);
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    for listener in listeners {
+        let (service, options, slots, rejecting, stop, conns) = (
+            service.clone(),
+            options.clone(),
+            slots.clone(),
+            rejecting.clone(),
+            stop.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (service, options, stop) =
+                            (service.clone(), options.clone(), stop.clone());
+                        conns.spawn(async move {
+                            serve_connection(stream, peer, service, &options, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => match rejecting.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (options, max) = (options.clone(), options.max_connections);
+                            tracing::warn!(%peer, max, "connection limit reached; refusing connection");
+                            conns.spawn(async move {
+                                reject_connection(stream, &options, max).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "connection limit reached and rejection queue full; closing connection");
+                        }
+                    },
+                }
+            }
+        });
+    }
+    tracker.close();
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing the open ones");
+    stop.cancel();
+    if tokio::time::timeout(options.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?options.shutdown_grace, "connections still open after the grace period; closing them");
+    }
+    Ok(())
+}
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http2,
+    Http1,
+}
+
+/// Reads just enough to tell HTTP/2 prior knowledge from HTTP/1; returns the bytes read.
+async fn sniff(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
+    let mut buf = vec![0u8; H2_PREFACE.len()];
+    let mut have = 0;
+    while have < H2_PREFACE.len() {
+        let n = stream.read(&mut buf[have..]).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before sending a request",
+            ));
+        }
+        have += n;
+        if buf[..have] != H2_PREFACE[..have] {
+            buf.truncate(have);
+            return Ok((Protocol::Http1, buf));
+        }
+    }
+    Ok((Protocol::Http2, buf))
+}
+
+async fn serve_connection<S>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    options: &ServerOptions,
+    stop: CancellationToken,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (protocol, prefix) =
+        match tokio::time::timeout(options.header_read_timeout, sniff(&mut stream)).await {
+            Ok(Ok(sniffed)) => sniffed,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection closed before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, timeout = ?options.header_read_timeout, "no request within the header-read timeout; closing");
+                return;
+            }
+        };
+    tracing::debug!(%peer, ?protocol, "connection");
+    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let hyper_service = TowerToHyperService::new(service);
+    let result = match protocol {
+        Protocol::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive_interval(options.keepalive_interval)
+                .keep_alive_timeout(options.keepalive_timeout)
+                .max_concurrent_streams(options.max_concurrent_streams)
+                .adaptive_window(true);
+            let conn = builder.serve_connection(io, hyper_service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Protocol::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(io, hyper_service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Answers every request on an over-limit connection with a clear error, then closes it.
+async fn reject_connection(mut stream: TcpStream, options: &ServerOptions, max: usize) {
+    let Ok(Ok((protocol, prefix))) =
+        tokio::time::timeout(options.header_read_timeout.min(REJECT_LINGER), sniff(&mut stream))
+            .await
+    else {
+        return;
+    };
+    let message = format!(
+        "connection limit reached: this machine serves at most {max} connections at once; \
+         close idle connections or try again later"
+    );
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let message = message.clone();
+        async move {
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let response = if grpc {
+                tonic::Status::resource_exhausted(message).into_http::<Body>()
+            } else {
+                let mut r = Response::new(Body::from(message + "\n"));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let serve = async {
+        match protocol {
+            Protocol::Http2 => {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            }
+            Protocol::Http1 => {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(io, service)
+                    .await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REJECT_LINGER, serve).await;
+}
+
+/// A stream that first yields bytes already read from it.
+struct Prefixed {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Self {
+            prefix,
+            read: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read < self.prefix.len() {
+            let n = (self.prefix.len() - self.read).min(buf.remaining());
+            let start = self.read;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

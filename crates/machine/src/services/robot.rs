@@ -1,0 +1,173 @@
+//! `viam.robot.v1.RobotService`: the machine as a whole — its resources, version, status and
+//! operations, and StopAll. Declared methods this build does not serve (sessions until their
+//! issue lands, frame system, modules, tunnels, logs, traces, cloud metadata, data upload)
+//! answer UNIMPLEMENTED through the generated default stubs.
+
+use prost_types::{Struct, Timestamp};
+use tether_proto::viam::robot::v1 as robot;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::Api;
+use crate::operations::CurrentOperation;
+use crate::resource::Subtype;
+
+/// The Viam API version our `.proto` files follow.
+pub const API_VERSION: &str = "v0.1.601";
+
+fn parse_operation_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id)
+        .map_err(|e| Status::invalid_argument(format!("operation id {id:?} is not a UUID: {e}")))
+}
+
+fn current<T>(r: &Request<T>) -> Option<Uuid> {
+    r.extensions().get::<CurrentOperation>().map(|c| c.0)
+}
+
+#[tonic::async_trait]
+impl robot::robot_service_server::RobotService for Api {
+    async fn resource_names(
+        &self,
+        _r: Request<robot::ResourceNamesRequest>,
+    ) -> Result<Response<robot::ResourceNamesResponse>, Status> {
+        let resources = self
+            .machine
+            .resources()
+            .iter()
+            .map(|(n, _)| n.to_proto())
+            .collect();
+        Ok(Response::new(robot::ResourceNamesResponse { resources }))
+    }
+
+    async fn resource_rpc_subtypes(
+        &self,
+        _r: Request<robot::ResourceRpcSubtypesRequest>,
+    ) -> Result<Response<robot::ResourceRpcSubtypesResponse>, Status> {
+        let mut present: Vec<Subtype> = self
+            .machine
+            .resources()
+            .iter()
+            .map(|(n, _)| n.subtype)
+            .collect();
+        present.sort();
+        present.dedup();
+        let resource_rpc_subtypes = present
+            .into_iter()
+            .map(|s| robot::ResourceRpcSubtype {
+                subtype: Some(tether_proto::viam::common::v1::ResourceName {
+                    namespace: "rdk".into(),
+                    r#type: "component".into(),
+                    subtype: s.as_str().into(),
+                    name: String::new(),
+                }),
+                proto_service: s.proto_service(),
+            })
+            .collect();
+        Ok(Response::new(robot::ResourceRpcSubtypesResponse {
+            resource_rpc_subtypes,
+        }))
+    }
+
+    async fn get_version(
+        &self,
+        _r: Request<robot::GetVersionRequest>,
+    ) -> Result<Response<robot::GetVersionResponse>, Status> {
+        Ok(Response::new(robot::GetVersionResponse {
+            platform: "tether".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn get_machine_status(
+        &self,
+        _r: Request<robot::GetMachineStatusRequest>,
+    ) -> Result<Response<robot::GetMachineStatusResponse>, Status> {
+        let started = Some(Timestamp::from(self.machine.started()));
+        let revision = self.machine.revision().to_string();
+        let resources = self
+            .machine
+            .resources()
+            .iter()
+            .map(|(n, _)| robot::ResourceStatus {
+                name: Some(n.to_proto()),
+                state: robot::resource_status::State::Ready as i32,
+                last_updated: started,
+                revision: revision.clone(),
+                error: String::new(),
+                cloud_metadata: None,
+                reachability: robot::resource_status::Reachability::Reachable as i32,
+                remote: None,
+            })
+            .collect();
+        Ok(Response::new(robot::GetMachineStatusResponse {
+            resources,
+            config: Some(robot::ConfigStatus {
+                revision,
+                last_updated: started,
+            }),
+            state: robot::get_machine_status_response::State::Running as i32,
+            job_statuses: vec![],
+            modules: vec![],
+            packages: vec![],
+        }))
+    }
+
+    async fn get_operations(
+        &self,
+        r: Request<robot::GetOperationsRequest>,
+    ) -> Result<Response<robot::GetOperationsResponse>, Status> {
+        let own = current(&r);
+        let operations = self
+            .machine
+            .operations()
+            .list()
+            .into_iter()
+            .filter(|op| Some(op.id) != own)
+            .map(|op| robot::Operation {
+                id: op.id.to_string(),
+                method: op.method.clone(),
+                arguments: Some(Struct::default()),
+                started: Some(Timestamp::from(op.started)),
+                session_id: crate::fake::lock(&op.session_id).clone(),
+            })
+            .collect();
+        Ok(Response::new(robot::GetOperationsResponse { operations }))
+    }
+
+    async fn cancel_operation(
+        &self,
+        r: Request<robot::CancelOperationRequest>,
+    ) -> Result<Response<robot::CancelOperationResponse>, Status> {
+        let id = parse_operation_id(&r.get_ref().id)?;
+        // As in viam-server, cancelling an operation that no longer exists is not an error.
+        self.machine.operations().cancel(id);
+        Ok(Response::new(robot::CancelOperationResponse {}))
+    }
+
+    async fn block_for_operation(
+        &self,
+        r: Request<robot::BlockForOperationRequest>,
+    ) -> Result<Response<robot::BlockForOperationResponse>, Status> {
+        let id = parse_operation_id(&r.get_ref().id)?;
+        if Some(id) == current(&r) {
+            return Err(Status::invalid_argument(
+                "an operation cannot block for itself",
+            ));
+        }
+        self.machine.operations().wait(id).await;
+        Ok(Response::new(robot::BlockForOperationResponse {}))
+    }
+
+    async fn stop_all(
+        &self,
+        r: Request<robot::StopAllRequest>,
+    ) -> Result<Response<robot::StopAllResponse>, Status> {
+        let failures = self.machine.stop_all(current(&r)).await;
+        if failures.is_empty() {
+            Ok(Response::new(robot::StopAllResponse {}))
+        } else {
+            Err(Status::internal(failures.join("; ")))
+        }
+    }
+}
