@@ -16,7 +16,11 @@ use tether_machine::machine::Machine;
 use tether_machine::server::{self, ServerOptions};
 
 #[derive(Parser)]
-#[command(name = "tether", version, about = "Tether: robot connectivity and safety")]
+#[command(
+    name = "tether",
+    version,
+    about = "Tether: robot connectivity and safety"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -91,6 +98,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .check_servable()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let shutdown = shutdown_signal()?;
     let machine = Arc::new(Machine::new(&config));
     tracing::info!(
         "tether {} serving {source}: {} resources",
@@ -100,12 +108,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = server::bind(&config.network.bind_address)
         .await
         .context("cannot start the server")?;
-    let addresses: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let addresses: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     for addr in &addresses {
         tracing::info!("listening on {addr} (gRPC over h2c, plaintext)");
     }
     // Tell the user what to dial: the configured address, or the real one for port 0.
-    let dial = match (split_host_port(&config.network.bind_address), addresses.first()) {
+    let dial = match (
+        split_host_port(&config.network.bind_address),
+        addresses.first(),
+    ) {
         (Ok((_, 0)), Some(actual)) => actual.to_string(),
         _ => config.network.bind_address.clone(),
     };
@@ -117,7 +131,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: config.network.max_connections,
         ..ServerOptions::default()
     };
-    server::run(listeners, machine.clone(), options, shutdown_signal()).await?;
+    server::run(listeners, machine.clone(), options, shutdown).await?;
     let failures = machine.stop_all(None).await;
     for f in &failures {
         tracing::error!("{f}");
@@ -126,19 +140,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives while the server is
+/// still starting is not lost) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-    }
+    })
 }

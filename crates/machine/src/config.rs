@@ -108,9 +108,11 @@ impl NetworkConfig {
     /// Whether this build can serve these settings (checked after command-line overrides).
     pub fn check_servable(&self) -> Result<(), String> {
         if self.tls_files.is_some() && !self.no_tls {
-            return Err("network: TLS is not available in this build yet; set \"no_tls\": true \
+            return Err(
+                "network: TLS is not available in this build yet; set \"no_tls\": true \
                         (or pass --no-tls) to serve plaintext"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -259,18 +261,22 @@ impl RawConfig {
             }
         }
         if self.cloud.is_some() {
-            return Err("cloud: cloud-managed machines are not supported; remove the \
+            return Err(
+                "cloud: cloud-managed machines are not supported; remove the \
                         \"cloud\" section to run this config locally"
-                .into());
+                    .into(),
+            );
         }
         let _ = (self.debug, self.disable_partial_start);
         if !self.auth.handlers.is_empty()
             || !self.auth.tls_auth_entities.is_empty()
             || self.auth.external_auth_config.is_some()
         {
-            return Err("auth: authentication is not available in this build yet; refusing to \
+            return Err(
+                "auth: authentication is not available in this build yet; refusing to \
                         serve a machine that was configured to require credentials without them"
-                .into());
+                    .into(),
+            );
         }
 
         let network = self.network.validate()?;
@@ -307,7 +313,9 @@ impl RawNetwork {
             (None, None) => {}
             (Some(cert), Some(key)) => net.tls_files = Some((cert.into(), key.into())),
             _ => {
-                return Err("network: tls_cert_file and tls_key_file must be given together".into());
+                return Err(
+                    "network: tls_cert_file and tls_key_file must be given together".into(),
+                );
             }
         }
         let _ = self.fqdn;
@@ -396,7 +404,10 @@ impl RawComponent {
                     ));
                 }
                 Some(Subtype::parse(subtype).ok_or_else(|| {
-                    format!("api {api:?}: unsupported component API; supported: {}", supported())
+                    format!(
+                        "api {api:?}: unsupported component API; supported: {}",
+                        supported()
+                    )
                 })?)
             }
             None => None,
@@ -409,7 +420,10 @@ impl RawComponent {
                     return Err(format!("namespace {ns:?} is not supported; use \"rdk\""));
                 }
                 Some(Subtype::parse(t).ok_or_else(|| {
-                    format!("type {t:?}: unsupported component type; supported: {}", supported())
+                    format!(
+                        "type {t:?}: unsupported component type; supported: {}",
+                        supported()
+                    )
                 })?)
             }
             None => None,
@@ -421,7 +435,9 @@ impl RawComponent {
             )),
             (Some(a), _) => Ok(a),
             (None, Some(t)) => Ok(t),
-            (None, None) => Err("missing \"api\" (e.g. \"rdk:component:motor\") or \"type\"".into()),
+            (None, None) => {
+                Err("missing \"api\" (e.g. \"rdk:component:motor\") or \"type\"".into())
+            }
         }
     }
 }
@@ -457,31 +473,36 @@ fn fake_model(subtype: Subtype, attributes: Value) -> Result<Model, String> {
             none(attributes)?;
             Model::FakeButton
         }
-        Subtype::Camera => {
-            Model::FakeCamera(parse_attributes(attributes, FakeCameraAttributes::validate)?)
-        }
-        Subtype::Gantry => {
-            Model::FakeGantry(parse_attributes(attributes, FakeGantryAttributes::validate)?)
-        }
+        Subtype::Camera => Model::FakeCamera(parse_attributes(
+            attributes,
+            FakeCameraAttributes::validate,
+        )?),
+        Subtype::Gantry => Model::FakeGantry(parse_attributes(
+            attributes,
+            FakeGantryAttributes::validate,
+        )?),
         Subtype::Generic => {
             none(attributes)?;
             Model::FakeGeneric
         }
-        Subtype::Gripper => {
-            Model::FakeGripper(parse_attributes(attributes, FakeGripperAttributes::validate)?)
-        }
+        Subtype::Gripper => Model::FakeGripper(parse_attributes(
+            attributes,
+            FakeGripperAttributes::validate,
+        )?),
         Subtype::Motor => {
             Model::FakeMotor(parse_attributes(attributes, FakeMotorAttributes::validate)?)
         }
-        Subtype::Sensor => {
-            Model::FakeSensor(parse_attributes(attributes, FakeSensorAttributes::validate)?)
-        }
+        Subtype::Sensor => Model::FakeSensor(parse_attributes(
+            attributes,
+            FakeSensorAttributes::validate,
+        )?),
         Subtype::Servo => {
             Model::FakeServo(parse_attributes(attributes, FakeServoAttributes::validate)?)
         }
-        Subtype::Switch => {
-            Model::FakeSwitch(parse_attributes(attributes, FakeSwitchAttributes::validate)?)
-        }
+        Subtype::Switch => Model::FakeSwitch(parse_attributes(
+            attributes,
+            FakeSwitchAttributes::validate,
+        )?),
     })
 }
 
@@ -556,10 +577,19 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_go_duration("30ms").unwrap(), Duration::from_millis(30));
+        assert_eq!(
+            parse_go_duration("30ms").unwrap(),
+            Duration::from_millis(30)
+        );
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_go_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_go_duration("250us").unwrap(),
+            Duration::from_micros(250)
+        );
         for bad in ["", "2", "s", "2 s", "2x", "-1s", "1..2s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
         }
@@ -586,20 +616,36 @@ mod tests {
     fn precise_errors() {
         let e = err(r#"{"components": [], "colour": 1}"#);
         assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake"},
-                                        {"name": "m", "type": "base", "model": "fake"}]}"#);
+        let e = err(
+            r#"{"components": [{"name": "m", "type": "motor", "model": "fake"},
+                                        {"name": "m", "type": "base", "model": "fake"}]}"#,
+        );
         assert!(e.contains(r#"components[1] "m": duplicate name"#), "{e}");
         let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "gpio"}]}"#);
-        assert!(e.contains(r#"unknown model "gpio" for rdk:component:motor"#), "{e}");
-        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
-                                         "attributes": {"maxrpm": 5}}]}"#);
-        assert!(e.contains(r#"components[0] "m": attributes: unknown field `maxrpm`"#), "{e}");
-        let e = err(r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
-                                         "attributes": {"max_rpm": -5}}]}"#);
+        assert!(
+            e.contains(r#"unknown model "gpio" for rdk:component:motor"#),
+            "{e}"
+        );
+        let e = err(
+            r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
+                                         "attributes": {"maxrpm": 5}}]}"#,
+        );
+        assert!(
+            e.contains(r#"components[0] "m": attributes: unknown field `maxrpm`"#),
+            "{e}"
+        );
+        let e = err(
+            r#"{"components": [{"name": "m", "type": "motor", "model": "fake",
+                                         "attributes": {"max_rpm": -5}}]}"#,
+        );
         assert!(e.contains("max_rpm must be a positive number"), "{e}");
-        let e = err(r#"{"components": [{"name": "m", "api": "rdk:component:board", "model": "fake"}]}"#);
+        let e = err(
+            r#"{"components": [{"name": "m", "api": "rdk:component:board", "model": "fake"}]}"#,
+        );
         assert!(e.contains("unsupported component API"), "{e}");
-        let e = err(r#"{"components": [{"name": "m", "api": "rdk:component:motor", "type": "base", "model": "fake"}]}"#);
+        let e = err(
+            r#"{"components": [{"name": "m", "api": "rdk:component:motor", "type": "base", "model": "fake"}]}"#,
+        );
         assert!(e.contains("disagree"), "{e}");
         let e = err(r#"{"components": [{"name": "bad name", "type": "motor", "model": "fake"}]}"#);
         assert!(e.contains("is invalid"), "{e}");
@@ -621,20 +667,39 @@ mod tests {
                 "t",
             )
         };
-        assert_eq!(with("30ms").unwrap().network.heartbeat_window, MIN_HEARTBEAT_WINDOW);
-        assert_eq!(with("1m").unwrap().network.heartbeat_window, MAX_HEARTBEAT_WINDOW);
+        assert_eq!(
+            with("30ms").unwrap().network.heartbeat_window,
+            MIN_HEARTBEAT_WINDOW
+        );
+        assert_eq!(
+            with("1m").unwrap().network.heartbeat_window,
+            MAX_HEARTBEAT_WINDOW
+        );
         for bad in ["29ms", "61s", "0s"] {
             let e = with(bad).unwrap_err().to_string();
-            assert!(e.contains("heartbeat_window must be between [30ms, 1m]"), "{e}");
+            assert!(
+                e.contains("heartbeat_window must be between [30ms, 1m]"),
+                "{e}"
+            );
         }
-        assert!(with("soon").unwrap_err().to_string().contains("not a duration"));
+        assert!(
+            with("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("not a duration")
+        );
     }
 
     #[test]
     fn tls_and_bind_address() {
         let tls = r#"{"network": {"tls_cert_file": "c.pem", "tls_key_file": "k.pem"}}"#;
         let mut c = Config::parse(tls, "t").unwrap();
-        assert!(c.network.check_servable().unwrap_err().contains("TLS is not available"));
+        assert!(
+            c.network
+                .check_servable()
+                .unwrap_err()
+                .contains("TLS is not available")
+        );
         c.network.no_tls = true;
         c.network.check_servable().unwrap();
         assert!(err(r#"{"network": {"tls_cert_file": "c.pem"}}"#).contains("together"));

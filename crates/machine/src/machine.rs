@@ -96,9 +96,9 @@ impl Machine {
 
     /// Looks a resource up; NOT_FOUND names the missing resource.
     pub fn lookup(&self, subtype: Subtype, name: &str) -> Result<&Resource, Status> {
-        self.resources.get(subtype, name).ok_or_else(|| {
-            Status::not_found(format!("resource \"{subtype}/{name}\" not found"))
-        })
+        self.resources
+            .get(subtype, name)
+            .ok_or_else(|| Status::not_found(format!("resource \"{subtype}/{name}\" not found")))
     }
 
     /// The common view of a resource.
@@ -131,7 +131,9 @@ impl Machine {
                     tokio::time::timeout(STOP_TIMEOUT, actuator.stop(&Default::default())).await;
                 match outcome {
                     Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("failed to stop component named {name} with error {e}")),
+                    Ok(Err(e)) => Some(format!(
+                        "failed to stop component named {name} with error {e}"
+                    )),
                     Err(_) => Some(format!(
                         "failed to stop component named {name}: no answer within {STOP_TIMEOUT:?}"
                     )),
@@ -143,7 +145,11 @@ impl Machine {
             .into_iter()
             .flatten()
             .collect();
-        tracing::info!(cancelled_operations = cancelled, failures = failures.len(), "stopped all actuators");
+        tracing::info!(
+            cancelled_operations = cancelled,
+            failures = failures.len(),
+            "stopped all actuators"
+        );
         failures
     }
 }

@@ -212,15 +212,13 @@ pub struct BaseProperties {
 #[async_trait]
 pub trait Base: Actuator {
     /// Drives straight for `distance_mm` at `mm_per_sec`, returning when done.
-    async fn move_straight(&self, distance_mm: i64, mm_per_sec: f64, extra: &Object)
-    -> Result<()>;
+    async fn move_straight(&self, distance_mm: i64, mm_per_sec: f64, extra: &Object) -> Result<()>;
     /// Turns in place by `angle_deg` at `degs_per_sec`, returning when done.
     async fn spin(&self, angle_deg: f64, degs_per_sec: f64, extra: &Object) -> Result<()>;
     /// Drives at fractions of full power until told otherwise.
     async fn set_power(&self, linear: Vector3, angular: Vector3, extra: &Object) -> Result<()>;
     /// Drives at velocities (mm/s, deg/s) until told otherwise.
-    async fn set_velocity(&self, linear: Vector3, angular: Vector3, extra: &Object)
-    -> Result<()>;
+    async fn set_velocity(&self, linear: Vector3, angular: Vector3, extra: &Object) -> Result<()>;
     /// Physical properties.
     async fn properties(&self, extra: &Object) -> Result<BaseProperties>;
 }

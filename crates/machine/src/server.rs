@@ -159,33 +159,39 @@ pub fn app(machine: Arc<Machine>) -> Result<axum::Router, ServeError> {
     let mut routes = tonic::service::Routes::builder();
     routes
         .add_service(limited!(RobotServiceServer::new(api.clone())))
-        .add_service(limited!(arm::v1::arm_service_server::ArmServiceServer::new(api.clone())))
-        .add_service(limited!(base::v1::base_service_server::BaseServiceServer::new(api.clone())))
-        .add_service(limited!(button::v1::button_service_server::ButtonServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(camera::v1::camera_service_server::CameraServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(gantry::v1::gantry_service_server::GantryServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(generic::v1::generic_service_server::GenericServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(gripper::v1::gripper_service_server::GripperServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(motor::v1::motor_service_server::MotorServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(sensor::v1::sensor_service_server::SensorServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(servo::v1::servo_service_server::ServoServiceServer::new(
-            api.clone()
-        )))
-        .add_service(limited!(switch::v1::switch_service_server::SwitchServiceServer::new(api)))
+        .add_service(limited!(
+            arm::v1::arm_service_server::ArmServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            base::v1::base_service_server::BaseServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            button::v1::button_service_server::ButtonServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            camera::v1::camera_service_server::CameraServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            gantry::v1::gantry_service_server::GantryServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            generic::v1::generic_service_server::GenericServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            gripper::v1::gripper_service_server::GripperServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            motor::v1::motor_service_server::MotorServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            sensor::v1::sensor_service_server::SensorServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            servo::v1::servo_service_server::ServoServiceServer::new(api.clone())
+        ))
+        .add_service(limited!(
+            switch::v1::switch_service_server::SwitchServiceServer::new(api)
+        ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = routes
@@ -318,18 +324,22 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let (protocol, prefix) =
-        match tokio::time::timeout(options.header_read_timeout, sniff(&mut stream)).await {
-            Ok(Ok(sniffed)) => sniffed,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "connection closed before a request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, timeout = ?options.header_read_timeout, "no request within the header-read timeout; closing");
-                return;
-            }
-        };
+    let (protocol, prefix) = match tokio::time::timeout(
+        options.header_read_timeout,
+        sniff(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(sniffed)) => sniffed,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection closed before a request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?options.header_read_timeout, "no request within the header-read timeout; closing");
+            return;
+        }
+    };
     tracing::debug!(%peer, ?protocol, "connection");
     let io = TokioIo::new(Prefixed::new(prefix, stream));
     let hyper_service = TowerToHyperService::new(service);
@@ -376,9 +386,11 @@ async fn serve_connection<S>(
 
 /// Answers every request on an over-limit connection with a clear error, then closes it.
 async fn reject_connection(mut stream: TcpStream, options: &ServerOptions, max: usize) {
-    let Ok(Ok((protocol, prefix))) =
-        tokio::time::timeout(options.header_read_timeout.min(REJECT_LINGER), sniff(&mut stream))
-            .await
+    let Ok(Ok((protocol, prefix))) = tokio::time::timeout(
+        options.header_read_timeout.min(REJECT_LINGER),
+        sniff(&mut stream),
+    )
+    .await
     else {
         return;
     };

@@ -65,7 +65,10 @@ impl<U: Message + Default> Decoder for WireDecoder<U> {
         U::decode(buf).map(Some).map_err(|e| {
             Status::invalid_argument(format!(
                 "malformed {} message: {e}",
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("protobuf")
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("protobuf")
             ))
         })
     }

@@ -65,3 +65,75 @@ pub fn service_names() -> Vec<String> {
         .map(|s| s.full_name().to_string())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fact sheet's table of safety-monitored methods (PROTOCOL.md §3.2), minus the test
+    /// echo service we do not define.
+    const SHEET: &[(&str, &[&str])] = &[
+        (
+            "viam.component.arm.v1.ArmService",
+            &[
+                "MoveToPosition",
+                "MoveToJointPositions",
+                "MoveThroughJointPositions",
+                "MoveThroughJointPositionsStreamed",
+            ],
+        ),
+        (
+            "viam.component.base.v1.BaseService",
+            &["MoveStraight", "Spin", "SetPower", "SetVelocity"],
+        ),
+        ("viam.component.button.v1.ButtonService", &["Push"]),
+        (
+            "viam.component.gantry.v1.GantryService",
+            &["MoveToPosition"],
+        ),
+        (
+            "viam.component.gripper.v1.GripperService",
+            &["Open", "Grab", "GoToInputs"],
+        ),
+        (
+            "viam.component.motor.v1.MotorService",
+            &["SetPower", "GoFor", "GoTo", "SetRPM"],
+        ),
+        ("viam.component.servo.v1.ServoService", &["Move"]),
+        ("viam.component.switch.v1.SwitchService", &["SetPosition"]),
+    ];
+
+    #[test]
+    fn monitored_methods_equal_the_fact_sheet_table() {
+        let expected: BTreeSet<String> = SHEET
+            .iter()
+            .flat_map(|(service, methods)| methods.iter().map(move |m| format!("/{service}/{m}")))
+            .collect();
+        assert_eq!(safety_monitored_methods(), &expected);
+        assert!(is_safety_monitored(
+            "/viam.component.motor.v1.MotorService/SetPower"
+        ));
+        assert!(!is_safety_monitored(
+            "/viam.component.motor.v1.MotorService/Stop"
+        ));
+        assert!(!is_safety_monitored("/viam.robot.v1.RobotService/StopAll"));
+    }
+
+    #[test]
+    fn every_expected_service_is_declared() {
+        let names = service_names();
+        for s in [
+            "viam.robot.v1.RobotService",
+            "viam.component.generic.v1.GenericService",
+            "viam.service.generic.v1.GenericService",
+            "proto.rpc.v1.AuthService",
+            "proto.rpc.webrtc.v1.SignalingService",
+        ] {
+            assert!(names.iter().any(|n| n == s), "{s} missing");
+        }
+        let robot = descriptor_pool()
+            .get_service_by_name("viam.robot.v1.RobotService")
+            .unwrap();
+        assert_eq!(robot.methods().count(), 26);
+    }
+}

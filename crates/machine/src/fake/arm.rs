@@ -163,7 +163,9 @@ impl Arm for FakeArm {
         }
         let speed = self.linear_speed;
         // History is kept on the joints' history so the arm has one timeline.
-        self.joints.history().record("move_to_position", json!({"pose": target}));
+        self.joints
+            .history()
+            .record("move_to_position", json!({"pose": target}));
         self.pose
             .move_to("move_to_position", json!({}), target, |a, b| {
                 straight(&a[..3], &b[..3], speed)

@@ -147,8 +147,10 @@ impl FakeBase {
             let mut s = lock(&self.state);
             if self.interrupts.is_current(generation) {
                 s.drive(Instant::now(), 0.0, 0.0, None);
-                self.history
-                    .record("stop", json!({"reason": format!("{what} abandoned by its caller")}));
+                self.history.record(
+                    "stop",
+                    json!({"reason": format!("{what} abandoned by its caller")}),
+                );
             }
         });
         let waited = self.interrupts.wait_until(generation, end, what).await;
@@ -275,12 +277,7 @@ impl Base for FakeBase {
         Ok(())
     }
 
-    async fn set_velocity(
-        &self,
-        linear: Vector3,
-        angular: Vector3,
-        _extra: &Object,
-    ) -> Result<()> {
+    async fn set_velocity(&self, linear: Vector3, angular: Vector3, _extra: &Object) -> Result<()> {
         finite_vector("linear", &linear)?;
         finite_vector("angular", &angular)?;
         self.history.record(
@@ -331,14 +328,24 @@ mod tests {
     async fn power_runs_until_stopped() {
         let b = base();
         let none = Object::new();
-        let forward = Vector3 { x: 0.0, y: 0.5, z: 0.0 };
-        b.set_power(forward, Vector3::default(), &none).await.unwrap();
+        let forward = Vector3 {
+            x: 0.0,
+            y: 0.5,
+            z: 0.0,
+        };
+        b.set_power(forward, Vector3::default(), &none)
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(b.is_moving().await.unwrap());
         b.stop(&none).await.unwrap();
         assert!(!b.is_moving().await.unwrap());
         assert_eq!(b.status().await.unwrap()["odometer_mm"], json!(2500.0));
-        let bad = Vector3 { x: 0.0, y: 2.0, z: 0.0 };
+        let bad = Vector3 {
+            x: 0.0,
+            y: 2.0,
+            z: 0.0,
+        };
         assert!(b.set_power(bad, Vector3::default(), &none).await.is_err());
     }
 }

@@ -94,7 +94,8 @@ impl FakeCamera {
         let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        let fail = |e: png::EncodingError| ResourceError::Internal(format!("PNG encoding failed: {e}"));
+        let fail =
+            |e: png::EncodingError| ResourceError::Internal(format!("PNG encoding failed: {e}"));
         let mut writer = encoder.write_header().map_err(fail)?;
         writer.write_image_data(pixels).map_err(fail)?;
         writer.finish().map_err(fail)?;

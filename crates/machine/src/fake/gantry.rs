@@ -32,7 +32,11 @@ impl FakeGantryAttributes {
         if self.lengths_mm.is_empty() || self.lengths_mm.len() > 16 {
             return Err("lengths_mm must list between 1 and 16 axes".into());
         }
-        if let Some(bad) = self.lengths_mm.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
+        if let Some(bad) = self
+            .lengths_mm
+            .iter()
+            .find(|l| !(l.is_finite() && **l > 0.0))
+        {
             return Err(format!("lengths_mm must be positive numbers, got {bad}"));
         }
         let v = self.default_speed_mm_per_sec;

@@ -140,6 +140,7 @@ impl Gripper for FakeGripper {
                 self.object_width, self.max_opening
             )));
         }
-        self.move_jaw("go_to_inputs", json!({"values": values}), width).await
+        self.move_jaw("go_to_inputs", json!({"values": values}), width)
+            .await
     }
 }

@@ -345,8 +345,10 @@ impl Axes {
             let mut m = lock(&self.motion);
             if self.interrupts.is_current(generation) {
                 m.halt(Instant::now());
-                self.history
-                    .record("stop", json!({"reason": format!("{what} abandoned by its caller")}));
+                self.history.record(
+                    "stop",
+                    json!({"reason": format!("{what} abandoned by its caller")}),
+                );
             }
         });
         let waited = self.interrupts.wait_until(generation, end, what).await;
@@ -419,7 +421,10 @@ mod tests {
         assert_eq!(out["echo"], Value::Object(cmd));
         let mut clear = Object::new();
         clear.insert("command".into(), json!("clear_history"));
-        assert_eq!(do_command(&h, clear).unwrap()["cleared"], json!(HISTORY_LIMIT));
+        assert_eq!(
+            do_command(&h, clear).unwrap()["cleared"],
+            json!(HISTORY_LIMIT)
+        );
         assert!(h.entries().is_empty());
     }
 

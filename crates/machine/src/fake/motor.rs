@@ -45,7 +45,10 @@ impl FakeMotorAttributes {
     /// Checks values serde cannot.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(self.max_rpm.is_finite() && self.max_rpm > 0.0) {
-            return Err(format!("max_rpm must be a positive number, got {}", self.max_rpm));
+            return Err(format!(
+                "max_rpm must be a positive number, got {}",
+                self.max_rpm
+            ));
         }
         Ok(())
     }
@@ -150,8 +153,10 @@ impl FakeMotor {
             let mut s = lock(&self.state);
             if self.interrupts.is_current(generation) {
                 s.halt(Instant::now());
-                self.history
-                    .record("stop", json!({"reason": format!("{what} abandoned by its caller")}));
+                self.history.record(
+                    "stop",
+                    json!({"reason": format!("{what} abandoned by its caller")}),
+                );
             }
         });
         let waited = self.interrupts.wait_until(generation, end, what).await;
@@ -174,7 +179,10 @@ impl Component for FakeMotor {
         let mut o = Object::new();
         o.insert("position".into(), json!(s.position(now)));
         o.insert("is_moving".into(), json!(s.is_moving(now)));
-        o.insert("is_powered".into(), json!(s.is_moving(now) && s.power != 0.0));
+        o.insert(
+            "is_powered".into(),
+            json!(s.is_moving(now) && s.power != 0.0),
+        );
         Ok(o)
     }
 }
@@ -206,7 +214,8 @@ impl Motor for FakeMotor {
         let mut s = lock(&self.state);
         self.interrupts.begin();
         s.run(Instant::now(), power * self.max_rpm, power, None);
-        self.history.record("set_power", json!({"power_pct": power}));
+        self.history
+            .record("set_power", json!({"power_pct": power}));
         Ok(())
     }
 
@@ -240,7 +249,9 @@ impl Motor for FakeMotor {
         self.history
             .record("go_to", json!({"rpm": rpm, "position_revolutions": target}));
         if rpm == 0.0 {
-            return Err(ResourceError::InvalidArgument("go_to needs a non-zero rpm".into()));
+            return Err(ResourceError::InvalidArgument(
+                "go_to needs a non-zero rpm".into(),
+            ));
         }
         let here = lock(&self.state).position(Instant::now());
         if here == target {
@@ -297,17 +308,20 @@ mod tests {
     use std::time::Duration;
 
     fn motor() -> FakeMotor {
-        FakeMotor::new("m", &FakeMotorAttributes {
-            max_rpm: 120.0,
-            ticks_per_rotation: None,
-            encoder: None,
-            board: None,
-            pins: None,
-            dir_flip: None,
-            min_power_pct: None,
-            max_power_pct: None,
-            pwm_freq: None,
-        })
+        FakeMotor::new(
+            "m",
+            &FakeMotorAttributes {
+                max_rpm: 120.0,
+                ticks_per_rotation: None,
+                encoder: None,
+                board: None,
+                pins: None,
+                dir_flip: None,
+                min_power_pct: None,
+                max_power_pct: None,
+                pwm_freq: None,
+            },
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -352,8 +366,8 @@ mod tests {
             let m = m.clone();
             tokio::spawn(async move { m.go_for(60.0, 10.0, &Object::new()).await })
         };
+        tokio::task::yield_now().await; // let the move start
         tokio::time::advance(Duration::from_millis(500)).await;
-        tokio::task::yield_now().await;
         m.stop(&none).await.unwrap();
         let err = mover.await.unwrap().unwrap_err();
         assert!(matches!(err, ResourceError::Cancelled(_)), "{err:?}");

@@ -39,7 +39,9 @@ impl FakeServoAttributes {
             return Err("min_angle_deg must not exceed max_angle_deg".into());
         }
         if !(self.min_angle_deg..=self.max_angle_deg).contains(&self.starting_position_deg) {
-            return Err("starting_position_deg must be within [min_angle_deg, max_angle_deg]".into());
+            return Err(
+                "starting_position_deg must be within [min_angle_deg, max_angle_deg]".into(),
+            );
         }
         if !(self.speed_degs_per_sec.is_finite() && self.speed_degs_per_sec > 0.0) {
             return Err("speed_degs_per_sec must be a positive number".into());

@@ -19,17 +19,26 @@ fn ok<T>(t: T) -> R<T> {
 
 #[tonic::async_trait]
 impl motor::v1::motor_service_server::MotorService for Api {
-    async fn set_power(&self, r: Request<motor::v1::SetPowerRequest>) -> R<motor::v1::SetPowerResponse> {
+    async fn set_power(
+        &self,
+        r: Request<motor::v1::SetPowerRequest>,
+    ) -> R<motor::v1::SetPowerResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
-        self.machine.motor(&r.name)?.set_power(r.power_pct, &extra).await?;
+        self.machine
+            .motor(&r.name)?
+            .set_power(r.power_pct, &extra)
+            .await?;
         ok(motor::v1::SetPowerResponse {})
     }
 
     async fn go_for(&self, r: Request<motor::v1::GoForRequest>) -> R<motor::v1::GoForResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
-        self.machine.motor(&r.name)?.go_for(r.rpm, r.revolutions, &extra).await?;
+        self.machine
+            .motor(&r.name)?
+            .go_for(r.rpm, r.revolutions, &extra)
+            .await?;
         ok(motor::v1::GoForResponse {})
     }
 
@@ -79,7 +88,11 @@ impl motor::v1::motor_service_server::MotorService for Api {
     ) -> R<motor::v1::GetPropertiesResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
-        let position_reporting = self.machine.motor(&r.name)?.position_reporting(&extra).await?;
+        let position_reporting = self
+            .machine
+            .motor(&r.name)?
+            .position_reporting(&extra)
+            .await?;
         ok(motor::v1::GetPropertiesResponse { position_reporting })
     }
 
@@ -108,11 +121,17 @@ impl motor::v1::motor_service_server::MotorService for Api {
         ok(motor::v1::IsMovingResponse { is_moving })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Motor, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Motor, r).await
     }
 
@@ -149,12 +168,19 @@ impl base::v1::base_service_server::BaseService for Api {
         ok(base::v1::SpinResponse {})
     }
 
-    async fn set_power(&self, r: Request<base::v1::SetPowerRequest>) -> R<base::v1::SetPowerResponse> {
+    async fn set_power(
+        &self,
+        r: Request<base::v1::SetPowerRequest>,
+    ) -> R<base::v1::SetPowerResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
         self.machine
             .base(&r.name)?
-            .set_power(r.linear.unwrap_or_default(), r.angular.unwrap_or_default(), &extra)
+            .set_power(
+                r.linear.unwrap_or_default(),
+                r.angular.unwrap_or_default(),
+                &extra,
+            )
             .await?;
         ok(base::v1::SetPowerResponse {})
     }
@@ -167,7 +193,11 @@ impl base::v1::base_service_server::BaseService for Api {
         let extra = struct_to_object(r.extra);
         self.machine
             .base(&r.name)?
-            .set_velocity(r.linear.unwrap_or_default(), r.angular.unwrap_or_default(), &extra)
+            .set_velocity(
+                r.linear.unwrap_or_default(),
+                r.angular.unwrap_or_default(),
+                &extra,
+            )
             .await?;
         ok(base::v1::SetVelocityResponse {})
     }
@@ -179,7 +209,10 @@ impl base::v1::base_service_server::BaseService for Api {
         ok(base::v1::StopResponse {})
     }
 
-    async fn is_moving(&self, r: Request<base::v1::IsMovingRequest>) -> R<base::v1::IsMovingResponse> {
+    async fn is_moving(
+        &self,
+        r: Request<base::v1::IsMovingRequest>,
+    ) -> R<base::v1::IsMovingResponse> {
         let is_moving = self.machine.base(&r.get_ref().name)?.is_moving().await?;
         ok(base::v1::IsMovingResponse { is_moving })
     }
@@ -198,11 +231,17 @@ impl base::v1::base_service_server::BaseService for Api {
         })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Base, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Base, r).await
     }
 
@@ -235,7 +274,10 @@ impl arm::v1::arm_service_server::ArmService for Api {
         let to = r
             .to
             .ok_or_else(|| Status::invalid_argument("MoveToPosition needs a target pose `to`"))?;
-        self.machine.arm(&r.name)?.move_to_position(to, &extra).await?;
+        self.machine
+            .arm(&r.name)?
+            .move_to_position(to, &extra)
+            .await?;
         ok(arm::v1::MoveToPositionResponse {})
     }
 
@@ -286,7 +328,10 @@ impl arm::v1::arm_service_server::ArmService for Api {
         ok(arm::v1::StopResponse {})
     }
 
-    async fn is_moving(&self, r: Request<arm::v1::IsMovingRequest>) -> R<arm::v1::IsMovingResponse> {
+    async fn is_moving(
+        &self,
+        r: Request<arm::v1::IsMovingRequest>,
+    ) -> R<arm::v1::IsMovingResponse> {
         let is_moving = self.machine.arm(&r.get_ref().name)?.is_moving().await?;
         ok(arm::v1::IsMovingResponse { is_moving })
     }
@@ -302,11 +347,17 @@ impl arm::v1::arm_service_server::ArmService for Api {
         })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Arm, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Arm, r).await
     }
 
@@ -375,11 +426,17 @@ impl gantry::v1::gantry_service_server::GantryService for Api {
         ok(gantry::v1::IsMovingResponse { is_moving })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Gantry, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Gantry, r).await
     }
 
@@ -448,7 +505,11 @@ impl gripper::v1::gripper_service_server::GripperService for Api {
     ) -> R<gripper::v1::GetCurrentInputsResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
-        let values = self.machine.gripper(&r.name)?.current_inputs(&extra).await?;
+        let values = self
+            .machine
+            .gripper(&r.name)?
+            .current_inputs(&extra)
+            .await?;
         ok(gripper::v1::GetCurrentInputsResponse { values })
     }
 
@@ -465,11 +526,17 @@ impl gripper::v1::gripper_service_server::GripperService for Api {
         ok(gripper::v1::GoToInputsResponse {})
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Gripper, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Gripper, r).await
     }
 
@@ -486,7 +553,10 @@ impl servo::v1::servo_service_server::ServoService for Api {
     async fn r#move(&self, r: Request<servo::v1::MoveRequest>) -> R<servo::v1::MoveResponse> {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
-        self.machine.servo(&r.name)?.move_to(r.angle_deg, &extra).await?;
+        self.machine
+            .servo(&r.name)?
+            .move_to(r.angle_deg, &extra)
+            .await?;
         ok(servo::v1::MoveResponse {})
     }
 
@@ -507,16 +577,25 @@ impl servo::v1::servo_service_server::ServoService for Api {
         ok(servo::v1::StopResponse {})
     }
 
-    async fn is_moving(&self, r: Request<servo::v1::IsMovingRequest>) -> R<servo::v1::IsMovingResponse> {
+    async fn is_moving(
+        &self,
+        r: Request<servo::v1::IsMovingRequest>,
+    ) -> R<servo::v1::IsMovingResponse> {
         let is_moving = self.machine.servo(&r.get_ref().name)?.is_moving().await?;
         ok(servo::v1::IsMovingResponse { is_moving })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Servo, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Servo, r).await
     }
 
@@ -570,11 +649,17 @@ impl switch::v1::switch_service_server::SwitchService for Api {
         })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Switch, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Switch, r).await
     }
 }
@@ -588,11 +673,17 @@ impl button::v1::button_service_server::ButtonService for Api {
         ok(button::v1::PushResponse {})
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Button, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Button, r).await
     }
 }
@@ -607,15 +698,24 @@ impl sensor::v1::sensor_service_server::SensorService for Api {
         let extra = struct_to_object(r.extra);
         let readings = self.machine.sensor(&r.name)?.readings(&extra).await?;
         ok(common::GetReadingsResponse {
-            readings: readings.into_iter().map(|(k, v)| (k, json_to_pb(v))).collect(),
+            readings: readings
+                .into_iter()
+                .map(|(k, v)| (k, json_to_pb(v)))
+                .collect(),
         })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Sensor, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Sensor, r).await
     }
 
@@ -679,11 +779,17 @@ impl camera::v1::camera_service_server::CameraService for Api {
         })
     }
 
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Camera, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Camera, r).await
     }
 
@@ -697,11 +803,17 @@ impl camera::v1::camera_service_server::CameraService for Api {
 
 #[tonic::async_trait]
 impl generic::v1::generic_service_server::GenericService for Api {
-    async fn do_command(&self, r: Request<common::DoCommandRequest>) -> R<common::DoCommandResponse> {
+    async fn do_command(
+        &self,
+        r: Request<common::DoCommandRequest>,
+    ) -> R<common::DoCommandResponse> {
         Api::do_command(self, Subtype::Generic, r).await
     }
 
-    async fn get_status(&self, r: Request<common::GetStatusRequest>) -> R<common::GetStatusResponse> {
+    async fn get_status(
+        &self,
+        r: Request<common::GetStatusRequest>,
+    ) -> R<common::GetStatusResponse> {
         Api::get_status(self, Subtype::Generic, r).await
     }
 
