@@ -31,6 +31,8 @@ pub const DEFAULT_HEARTBEAT_WINDOW: Duration = Duration::from_secs(2);
 pub const MIN_HEARTBEAT_WINDOW: Duration = Duration::from_millis(30);
 /// The longest heartbeat window accepted.
 pub const MAX_HEARTBEAT_WINDOW: Duration = Duration::from_secs(60);
+/// The default per-actuator deadline for a Stop after a session expires.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default limit on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -100,6 +102,10 @@ pub struct NetworkConfig {
     pub heartbeat_window: Duration,
     /// Most connections served at once; more are refused with an explicit error.
     pub max_connections: usize,
+    /// Most concurrent sessions; more are refused with RESOURCE_EXHAUSTED.
+    pub max_sessions: usize,
+    /// Deadline of each Stop started by a session's expiry.
+    pub stop_timeout: Duration,
     /// Certificate and key files (PEM), when configured.
     pub tls_files: Option<(PathBuf, PathBuf)>,
 }
@@ -125,6 +131,8 @@ impl Default for NetworkConfig {
             no_tls: false,
             heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sessions: tether_session::DEFAULT_MAX_SESSIONS,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
             tls_files: None,
         }
     }
@@ -208,6 +216,10 @@ struct RawNetwork {
 struct RawSessions {
     #[serde(default)]
     heartbeat_window: Option<String>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
+    #[serde(default)]
+    stop_timeout: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -329,6 +341,20 @@ impl RawNetwork {
                 ));
             }
             net.heartbeat_window = d;
+        }
+        if let Some(max) = self.sessions.max_sessions {
+            if max == 0 {
+                return Err("network.sessions.max_sessions must be at least 1".into());
+            }
+            net.max_sessions = max;
+        }
+        if let Some(timeout) = self.sessions.stop_timeout {
+            let d = parse_go_duration(&timeout)
+                .map_err(|e| format!("network.sessions.stop_timeout: {e}"))?;
+            if d.is_zero() {
+                return Err("network.sessions.stop_timeout must be positive".into());
+            }
+            net.stop_timeout = d;
         }
         if let Some(max) = self.max_connections {
             if max == 0 {

@@ -15,6 +15,7 @@ pub mod operations;
 pub mod resource;
 pub mod server;
 pub mod services;
+pub mod sessions;
 
 /// The embedded demo machine's config: a rover with one of every component.
 pub const DEMO_CONFIG: &str = include_str!("demo.json");

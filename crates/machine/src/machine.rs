@@ -14,6 +14,7 @@ use crate::resource::{
     Arm, Base, Button, Camera, Component, Gantry, Gripper, Motor, Resource, ResourceName,
     Resources, Sensor, Servo, Subtype, Switch,
 };
+use crate::sessions::Sessions;
 
 /// How long one actuator's Stop may take before it is reported as failed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +23,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Machine {
     resources: Resources,
     operations: Arc<Operations>,
+    sessions: Arc<Sessions>,
     started: SystemTime,
     revision: String,
 }
@@ -69,6 +71,11 @@ impl Machine {
         Self {
             resources,
             operations: Arc::new(Operations::default()),
+            sessions: Arc::new(Sessions::new(
+                config.network.heartbeat_window,
+                config.network.max_sessions,
+                config.network.stop_timeout,
+            )),
             started: SystemTime::now(),
             revision: config.revision.clone(),
         }
@@ -82,6 +89,11 @@ impl Machine {
     /// The operations registry.
     pub fn operations(&self) -> &Arc<Operations> {
         &self.operations
+    }
+
+    /// The sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 
     /// When the machine started.

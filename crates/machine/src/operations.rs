@@ -122,6 +122,19 @@ impl Operations {
         n
     }
 
+    /// Cancels every operation running in `session`; returns how many.
+    pub fn cancel_session(&self, session: &str) -> usize {
+        let ops = lock(&self.ops);
+        let mut n = 0;
+        for op in ops.values() {
+            if lock(&op.session_id).as_deref() == Some(session) {
+                op.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Waits until the operation has ended (at once if there is none).
     pub async fn wait(&self, id: Uuid) {
         if let Some(op) = self.get(id) {

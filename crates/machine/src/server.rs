@@ -40,6 +40,7 @@ use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
 use crate::operations::OperationsLayer;
 use crate::services::Api;
+use crate::sessions::{PeerInfo, PeerKind, SessionLayer};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -213,7 +214,9 @@ pub async fn run(
     let service = ServiceBuilder::new()
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
         .layer(OperationsLayer::new(machine.operations().clone()))
+        .layer(SessionLayer::new(machine.clone()))
         .service(router);
+    let expiry = tokio::spawn(machine.sessions().clone().run_expiry(machine.clone()));
     let options = Arc::new(options);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
@@ -280,6 +283,7 @@ pub async fn run(
     {
         tracing::warn!(grace = ?options.shutdown_grace, "connections still open after the grace period; closing them");
     }
+    expiry.abort();
     Ok(())
 }
 
@@ -341,7 +345,18 @@ async fn serve_connection<S>(
         }
     };
     tracing::debug!(%peer, ?protocol, "connection");
+    let info = PeerInfo {
+        kind: PeerKind::Grpc,
+        remote: Some(peer),
+        local: stream.local_addr().ok(),
+    };
     let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let service = ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            req
+        })
+        .service(service);
     let hyper_service = TowerToHyperService::new(service);
     let result = match protocol {
         Protocol::Http2 => {

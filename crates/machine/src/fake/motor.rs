@@ -35,6 +35,9 @@ pub struct FakeMotorAttributes {
     pub max_power_pct: Option<f64>,
     #[serde(default)]
     pub pwm_freq: Option<u32>,
+    /// Simulated slow hardware: how long a Stop takes before the motor halts (default 0).
+    #[serde(default)]
+    pub stop_delay_ms: u64,
 }
 
 fn default_max_rpm() -> f64 {
@@ -108,6 +111,7 @@ impl State {
 #[derive(Debug)]
 pub struct FakeMotor {
     max_rpm: f64,
+    stop_delay: std::time::Duration,
     state: Mutex<State>,
     interrupts: Interrupts,
     history: History,
@@ -118,6 +122,7 @@ impl FakeMotor {
     pub fn new(name: &str, attributes: &FakeMotorAttributes) -> Self {
         Self {
             max_rpm: attributes.max_rpm,
+            stop_delay: std::time::Duration::from_millis(attributes.stop_delay_ms),
             state: Mutex::new(State {
                 rpm: 0.0,
                 power: 0.0,
@@ -190,6 +195,9 @@ impl Component for FakeMotor {
 #[async_trait]
 impl Actuator for FakeMotor {
     async fn stop(&self, extra: &Object) -> Result<()> {
+        if !self.stop_delay.is_zero() {
+            tokio::time::sleep(self.stop_delay).await;
+        }
         let mut s = lock(&self.state);
         self.interrupts.begin();
         s.halt(Instant::now());
@@ -320,6 +328,7 @@ mod tests {
                 min_power_pct: None,
                 max_power_pct: None,
                 pwm_freq: None,
+                stop_delay_ms: 0,
             },
         )
     }

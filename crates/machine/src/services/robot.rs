@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::Api;
 use crate::operations::CurrentOperation;
 use crate::resource::Subtype;
+use crate::sessions::{Entity, PeerInfo, PeerKind};
 
 /// The Viam API version our `.proto` files follow.
 pub const API_VERSION: &str = "v0.1.601";
@@ -18,6 +19,17 @@ pub const API_VERSION: &str = "v0.1.601";
 fn parse_operation_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id)
         .map_err(|e| Status::invalid_argument(format!("operation id {id:?} is not a UUID: {e}")))
+}
+
+fn owner<T>(r: &Request<T>) -> String {
+    r.extensions()
+        .get::<Entity>()
+        .map(|e| e.0.clone())
+        .unwrap_or_default()
+}
+
+fn session_expired() -> Status {
+    Status::invalid_argument("SESSION_EXPIRED")
 }
 
 fn current<T>(r: &Request<T>) -> Option<Uuid> {
@@ -157,6 +169,68 @@ impl robot::robot_service_server::RobotService for Api {
         }
         self.machine.operations().wait(id).await;
         Ok(Response::new(robot::BlockForOperationResponse {}))
+    }
+
+    async fn start_session(
+        &self,
+        r: Request<robot::StartSessionRequest>,
+    ) -> Result<Response<robot::StartSessionResponse>, Status> {
+        let resume = match r.get_ref().resume.as_str() {
+            "" => None,
+            s => Some(Uuid::parse_str(s).map_err(|e| {
+                Status::invalid_argument(format!("resume {s:?} is not a session id: {e}"))
+            })?),
+        };
+        let peer = r.extensions().get::<PeerInfo>().cloned();
+        let started = self
+            .machine
+            .sessions()
+            .start(&owner(&r), resume, peer)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let window = prost_types::Duration::try_from(started.window)
+            .map_err(|e| Status::internal(format!("heartbeat window: {e}")))?;
+        Ok(Response::new(robot::StartSessionResponse {
+            id: started.id.to_string(),
+            heartbeat_window: Some(window),
+        }))
+    }
+
+    async fn send_session_heartbeat(
+        &self,
+        r: Request<robot::SendSessionHeartbeatRequest>,
+    ) -> Result<Response<robot::SendSessionHeartbeatResponse>, Status> {
+        // A malformed id cannot name a live session: the client should start a new one.
+        let id = Uuid::parse_str(&r.get_ref().id).map_err(|_| session_expired())?;
+        let peer = r.extensions().get::<PeerInfo>().cloned();
+        self.machine
+            .sessions()
+            .heartbeat(id, &owner(&r), peer)
+            .map_err(|_| session_expired())?;
+        Ok(Response::new(robot::SendSessionHeartbeatResponse {}))
+    }
+
+    async fn get_sessions(
+        &self,
+        _r: Request<robot::GetSessionsRequest>,
+    ) -> Result<Response<robot::GetSessionsResponse>, Status> {
+        let sessions = self
+            .machine
+            .sessions()
+            .list()
+            .into_iter()
+            .map(|(id, peer)| robot::Session {
+                id: id.to_string(),
+                peer_connection_info: peer.map(|p| robot::PeerConnectionInfo {
+                    r#type: match p.kind {
+                        PeerKind::Grpc => robot::PeerConnectionType::Grpc,
+                        PeerKind::WebRtc => robot::PeerConnectionType::Webrtc,
+                    } as i32,
+                    remote_address: p.remote.map(|a| a.to_string()),
+                    local_address: p.local.map(|a| a.to_string()),
+                }),
+            })
+            .collect();
+        Ok(Response::new(robot::GetSessionsResponse { sessions }))
     }
 
     async fn stop_all(

@@ -1,0 +1,492 @@
+//! Sessions on the wire: the session layer and the expiry driver around the sans-IO
+//! [`tether_session::SessionManager`].
+//!
+//! The [`SessionLayer`] sits in the one tower stack every transport uses. For a
+//! safety-monitored method (decided by the `safety_heartbeat_monitored` option in the
+//! descriptors) it reads the driven resource from field 1 (`name`) of the first request message
+//! — generically, without knowing the message type — validates `viam-sid` (an unknown, expired
+//! or foreign session fails with `INVALID_ARGUMENT` `SESSION_EXPIRED` before the handler runs),
+//! counts the call as a heartbeat, and records the session (or no session) as the resource's
+//! last caller before the handler runs, so it holds even if the handler fails. Other methods
+//! pass through untouched.
+//!
+//! The expiry driver sleeps until the manager's next deadline, collects what expired, and for
+//! each expired session cancels its operations and stops every actuator it last commanded — in
+//! parallel, on tasks of their own, outside every lock, each under a deadline — so a hung Stop
+//! delays no other stop, heartbeat or call.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tether_session::{Expired, SessionExpired, SessionId, SessionManager, StartError, Started};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::fake::lock;
+use crate::machine::Machine;
+use crate::operations::CurrentOperation;
+use crate::resource::{ResourceName, Subtype};
+
+/// The request metadata key carrying a session id.
+pub const SESSION_ID_HEADER: &str = "viam-sid";
+
+/// How a peer is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// Direct gRPC over TCP.
+    Grpc,
+    /// gRPC over a WebRTC data channel.
+    WebRtc,
+}
+
+/// What is known of the peer a request came from (a request extension set per connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The transport.
+    pub kind: PeerKind,
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// Our address on that connection.
+    pub local: Option<SocketAddr>,
+}
+
+/// The authenticated entity a request runs as (a request extension set by the auth layer).
+/// Absent means unauthenticated, which owns sessions as the empty string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entity(pub String);
+
+fn owner<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<Entity>()
+        .map(|e| e.0.clone())
+        .unwrap_or_default()
+}
+
+/// The machine's sessions: the manager behind a short lock, and what the driver needs.
+pub struct Sessions {
+    manager: Mutex<SessionManager<ResourceName, Option<PeerInfo>>>,
+    wake: Notify,
+    stop_timeout: Duration,
+}
+
+impl Sessions {
+    /// Sessions with this window, limit, and per-stop deadline.
+    pub fn new(window: Duration, max_sessions: usize, stop_timeout: Duration) -> Self {
+        Self {
+            manager: Mutex::new(SessionManager::new(window, max_sessions)),
+            wake: Notify::new(),
+            stop_timeout,
+        }
+    }
+
+    /// The heartbeat window.
+    pub fn window(&self) -> Duration {
+        lock(&self.manager).window()
+    }
+
+    /// Starts (or resumes) a session.
+    pub fn start(
+        &self,
+        owner: &str,
+        resume: Option<SessionId>,
+        peer: Option<PeerInfo>,
+    ) -> Result<Started, StartError> {
+        let started = lock(&self.manager).start(Instant::now(), owner, resume, peer);
+        if matches!(&started, Ok(s) if !s.resumed) {
+            self.wake.notify_one();
+        }
+        started
+    }
+
+    /// Heartbeats a session.
+    pub fn heartbeat(
+        &self,
+        id: SessionId,
+        owner: &str,
+        peer: Option<PeerInfo>,
+    ) -> Result<(), SessionExpired> {
+        lock(&self.manager).heartbeat(Instant::now(), id, owner, peer.map(Some))
+    }
+
+    /// Every session with its peer.
+    pub fn list(&self) -> Vec<(SessionId, Option<PeerInfo>)> {
+        lock(&self.manager)
+            .sessions()
+            .map(|(id, p)| (id, p.clone()))
+            .collect()
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        lock(&self.manager).len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// For a monitored call: validates and heartbeats `session` (if any), then records it as
+    /// the last caller of `resource` (if the resource exists). One lock for both.
+    fn admit(
+        &self,
+        session: Option<SessionId>,
+        owner: &str,
+        resource: Option<ResourceName>,
+    ) -> Result<(), SessionExpired> {
+        let mut m = lock(&self.manager);
+        if let Some(id) = session {
+            m.heartbeat(Instant::now(), id, owner, None)?;
+        }
+        if let Some(resource) = resource {
+            m.record_caller(resource, session);
+        }
+        Ok(())
+    }
+
+    /// Runs forever: sleeps until the next deadline, then stops what expired sessions last
+    /// commanded.
+    pub async fn run_expiry(self: Arc<Self>, machine: Arc<Machine>) {
+        loop {
+            let next = lock(&self.manager).next_deadline();
+            match next {
+                None => self.wake.notified().await,
+                Some(deadline) => {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {}
+                        _ = self.wake.notified() => continue,
+                    }
+                }
+            }
+            let expired = lock(&self.manager).expire(Instant::now());
+            for e in expired {
+                stop_expired(&machine, e, self.stop_timeout);
+            }
+        }
+    }
+}
+
+/// Cancels an expired session's operations and starts, on tasks of their own, a Stop of every
+/// actuator it last commanded.
+fn stop_expired(
+    machine: &Arc<Machine>,
+    e: Expired<ResourceName, Option<PeerInfo>>,
+    stop_timeout: Duration,
+) {
+    let late = Instant::now().saturating_duration_since(e.deadline);
+    let cancelled = machine.operations().cancel_session(&e.id.to_string());
+    let actuators: Vec<_> = e
+        .resources
+        .iter()
+        .filter_map(|name| {
+            let a = machine
+                .resources()
+                .get(name.subtype, &name.name)?
+                .actuator()?;
+            Some((name.clone(), a))
+        })
+        .collect();
+    let stopping: Vec<String> = actuators.iter().map(|(n, _)| n.to_string()).collect();
+    tracing::info!(
+        session = %e.id,
+        owner = %e.owner,
+        peer = ?e.peer.as_ref().and_then(|p| p.remote),
+        late_us = late.as_micros() as u64,
+        cancelled_operations = cancelled,
+        stopping = ?stopping,
+        "session expired: stopping what it last commanded"
+    );
+    for (name, actuator) in actuators {
+        let session = e.id;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await {
+                Ok(Ok(())) => {
+                    tracing::debug!(%session, resource = %name, took = ?started.elapsed(), "stopped");
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(%session, resource = %name, error = %err, "stop after session expiry failed");
+                }
+                Err(_) => {
+                    tracing::error!(%session, resource = %name, timeout = ?stop_timeout, "stop after session expiry did not finish within its deadline");
+                }
+            }
+        });
+    }
+}
+
+/// The resource a monitored call drives: its API from the service path, its name from field 1.
+fn monitored_resource(path: &str, message: &[u8]) -> Option<ResourceName> {
+    let subtype = path.strip_prefix("/viam.component.")?.split('.').next()?;
+    let subtype = Subtype::parse(subtype)?;
+    let name = field1_string(message)?;
+    Some(ResourceName {
+        subtype,
+        name: name.to_string(),
+    })
+}
+
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Field 1 of a protobuf message, when it is a length-delimited UTF-8 string (the last
+/// occurrence wins, as protobuf parsers do). Reads any message generically.
+pub fn field1_string(msg: &[u8]) -> Option<&str> {
+    let mut i = 0;
+    let mut found = None;
+    while i < msg.len() {
+        let (key, n) = varint(&msg[i..])?;
+        i += n;
+        match key & 7 {
+            0 => i += varint(&msg[i..])?.1,
+            1 => i += 8,
+            2 => {
+                let (len, n) = varint(&msg[i..])?;
+                let start = i + n;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                if end > msg.len() {
+                    return None;
+                }
+                if key >> 3 == 1 {
+                    found = Some(std::str::from_utf8(&msg[start..end]).ok()?);
+                }
+                i = end;
+            }
+            5 => i += 4,
+            _ => return None,
+        }
+    }
+    found
+}
+
+/// A request body that first replays frames already read from it.
+pub struct Replay<B> {
+    buffered: VecDeque<Frame<Bytes>>,
+    inner: B,
+}
+
+impl<B> http_body::Body for Replay<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(frame) = self.buffered.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_empty() && self.inner.is_end_stream()
+    }
+}
+
+/// Reads frames until the first gRPC message is complete (or the body ends). Returns the frames
+/// read and the first message's bytes when it is complete and uncompressed.
+async fn read_first_message<B>(
+    body: &mut B,
+) -> Result<(VecDeque<Frame<Bytes>>, Option<Bytes>), tonic::Status>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut frames = VecDeque::new();
+    let mut data = BytesMut::new();
+    loop {
+        if data.len() >= 5 {
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            if data.len() >= 5 + len {
+                let message = (data[0] == 0).then(|| data.split().freeze().slice(5..5 + len));
+                return Ok((frames, message));
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    data.extend_from_slice(d);
+                }
+                frames.push_back(frame);
+            }
+            Some(Err(e)) => return Err(tonic::Status::from_error(e.into())),
+            None => return Ok((frames, None)),
+        }
+    }
+}
+
+/// The tower layer applying session rules to safety-monitored methods.
+#[derive(Clone)]
+pub struct SessionLayer {
+    machine: Arc<Machine>,
+}
+
+impl SessionLayer {
+    /// A layer for this machine's sessions.
+    pub fn new(machine: Arc<Machine>) -> Self {
+        Self { machine }
+    }
+}
+
+impl<S> tower::Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            machine: self.machine.clone(),
+        }
+    }
+}
+
+/// See [`SessionLayer`].
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    machine: Arc<Machine>,
+}
+
+fn status_response(status: tonic::Status) -> Response<Body> {
+    status.into_http::<Body>()
+}
+
+impl<S, B> tower::Service<Request<B>> for SessionService<S>
+where
+    S: tower::Service<Request<Replay<B>>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        std::mem::swap(&mut self.inner, &mut inner);
+        if !tether_proto::is_safety_monitored(req.uri().path()) {
+            return Box::pin(inner.call(req.map(|inner| Replay {
+                buffered: VecDeque::new(),
+                inner,
+            })));
+        }
+        let machine = self.machine.clone();
+        Box::pin(async move {
+            let sids: Vec<_> = req.headers().get_all(SESSION_ID_HEADER).iter().collect();
+            let session = match sids.as_slice() {
+                [] => None,
+                [one] => match one.to_str().ok().and_then(|s| Uuid::parse_str(s).ok()) {
+                    Some(id) => Some(id),
+                    None => {
+                        return Ok(status_response(tonic::Status::invalid_argument(
+                            "SESSION_EXPIRED",
+                        )));
+                    }
+                },
+                _ => {
+                    return Ok(status_response(tonic::Status::invalid_argument(format!(
+                        "expected at most one {SESSION_ID_HEADER} value, got {}",
+                        sids.len()
+                    ))));
+                }
+            };
+            let owner = owner(&req);
+            let path = req.uri().path().to_string();
+            let (parts, mut body) = req.into_parts();
+            let (buffered, first) = match read_first_message(&mut body).await {
+                Ok(read) => read,
+                Err(status) => return Ok(status_response(status)),
+            };
+            let resource = first
+                .as_deref()
+                .and_then(|m| monitored_resource(&path, m))
+                .filter(|r| machine.resources().get(r.subtype, &r.name).is_some());
+            if machine.sessions().admit(session, &owner, resource).is_err() {
+                return Ok(status_response(tonic::Status::invalid_argument(
+                    "SESSION_EXPIRED",
+                )));
+            }
+            if let (Some(id), Some(op)) = (session, parts.extensions.get::<CurrentOperation>())
+                && let Some(op) = machine.operations().get(op.0)
+            {
+                *lock(&op.session_id) = Some(id.to_string());
+            }
+            inner
+                .call(Request::from_parts(
+                    parts,
+                    Replay {
+                        buffered,
+                        inner: body,
+                    },
+                ))
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field1_is_found_generically() {
+        // name = "left", then power_pct (double, field 2), then extra (field 99, empty message).
+        let mut msg = vec![0x0a, 4, b'l', b'e', b'f', b't', 0x11];
+        msg.extend_from_slice(&0.5f64.to_le_bytes());
+        msg.extend_from_slice(&[0x9a, 0x06, 0x00]);
+        assert_eq!(field1_string(&msg), Some("left"));
+        // Field order does not matter; the last occurrence wins.
+        let mut reordered = vec![0x11];
+        reordered.extend_from_slice(&1.0f64.to_le_bytes());
+        reordered.extend_from_slice(&[0x0a, 1, b'a', 0x0a, 1, b'b']);
+        assert_eq!(field1_string(&reordered), Some("b"));
+        // Truncated, missing, or a non-string field 1.
+        assert_eq!(field1_string(&[0x0a, 9, b'x']), None);
+        assert_eq!(field1_string(&[0x10, 1]), None);
+        assert_eq!(field1_string(&[0x08, 1]), None);
+        assert_eq!(field1_string(&[]), None);
+    }
+
+    #[test]
+    fn resource_comes_from_the_service_path() {
+        let msg = [0x0a, 1, b'm'];
+        let r = monitored_resource("/viam.component.motor.v1.MotorService/SetPower", &msg);
+        assert_eq!(
+            r,
+            Some(ResourceName {
+                subtype: Subtype::Motor,
+                name: "m".into()
+            })
+        );
+        assert_eq!(
+            monitored_resource("/viam.service.motion.v1.MotionService/Move", &msg),
+            None
+        );
+    }
+}
