@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Axes, slowest};
-use crate::resource::{Actuator, Component, Gantry, Object, ResourceError, Result};
+use crate::resource::{Gantry, Object, ResourceError, Result};
 
 /// Attributes of a fake gantry.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,24 +68,7 @@ impl FakeGantry {
     }
 }
 
-#[async_trait]
-impl Component for FakeGantry {
-    async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(self.axes.history(), command)
-    }
-}
-
-#[async_trait]
-impl Actuator for FakeGantry {
-    async fn stop(&self, extra: &Object) -> Result<()> {
-        self.axes.stop(Value::Object(extra.clone()));
-        Ok(())
-    }
-
-    async fn is_moving(&self) -> Result<bool> {
-        Ok(self.axes.is_moving())
-    }
-}
+super::axes_actuator!(FakeGantry, axes);
 
 #[async_trait]
 impl Gantry for FakeGantry {

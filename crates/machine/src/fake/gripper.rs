@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Axes;
 use super::travel_time;
-use crate::resource::{Actuator, Component, Gripper, Object, ResourceError, Result};
+use crate::resource::{Gripper, Object, ResourceError, Result};
 
 /// Attributes of a fake gripper.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,24 +87,7 @@ impl FakeGripper {
     }
 }
 
-#[async_trait]
-impl Component for FakeGripper {
-    async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(self.jaw.history(), command)
-    }
-}
-
-#[async_trait]
-impl Actuator for FakeGripper {
-    async fn stop(&self, extra: &Object) -> Result<()> {
-        self.jaw.stop(Value::Object(extra.clone()));
-        Ok(())
-    }
-
-    async fn is_moving(&self) -> Result<bool> {
-        Ok(self.jaw.is_moving())
-    }
-}
+super::axes_actuator!(FakeGripper, jaw);
 
 #[async_trait]
 impl Gripper for FakeGripper {

@@ -357,6 +357,35 @@ impl Axes {
     }
 }
 
+/// Implements `Component` (the shared history DoCommand) and `Actuator` (stop and is_moving)
+/// for a fake whose motion is one [`Axes`] field.
+macro_rules! axes_actuator {
+    ($ty:ty, $field:ident) => {
+        #[async_trait::async_trait]
+        impl crate::resource::Component for $ty {
+            async fn do_command(
+                &self,
+                command: crate::resource::Object,
+            ) -> crate::resource::Result<crate::resource::Object> {
+                super::do_command(self.$field.history(), command)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::resource::Actuator for $ty {
+            async fn stop(&self, extra: &crate::resource::Object) -> crate::resource::Result<()> {
+                self.$field.stop(serde_json::Value::Object(extra.clone()));
+                Ok(())
+            }
+
+            async fn is_moving(&self) -> crate::resource::Result<bool> {
+                Ok(self.$field.is_moving())
+            }
+        }
+    };
+}
+pub(crate) use axes_actuator;
+
 /// The time to move every coordinate from `from` to `to` when each moves at its own speed:
 /// the slowest coordinate decides.
 pub fn slowest(from: &[f64], to: &[f64], speeds: &[f64]) -> Duration {

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Axes, travel_time};
-use crate::resource::{Actuator, Component, Object, ResourceError, Result, Servo};
+use crate::resource::{Object, ResourceError, Result, Servo};
 
 /// Attributes of a fake servo.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,24 +71,7 @@ impl FakeServo {
     }
 }
 
-#[async_trait]
-impl Component for FakeServo {
-    async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(self.angle.history(), command)
-    }
-}
-
-#[async_trait]
-impl Actuator for FakeServo {
-    async fn stop(&self, extra: &Object) -> Result<()> {
-        self.angle.stop(Value::Object(extra.clone()));
-        Ok(())
-    }
-
-    async fn is_moving(&self) -> Result<bool> {
-        Ok(self.angle.is_moving())
-    }
-}
+super::axes_actuator!(FakeServo, angle);
 
 #[async_trait]
 impl Servo for FakeServo {
