@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tether_proto::viam::component::motor::v1::SetPowerRequest;
 use tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
@@ -78,7 +77,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Command::new(bin)
         .args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TETHER_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -88,10 +90,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let expiries = expiries.clone();
+        let echo_all = std::env::var_os("TETHER_BENCH_ECHO").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = addr_tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                } else if echo_all
+                    || line.contains(" WARN ")
+                    || line.contains(" ERROR ")
+                    || line.contains("ended with an error")
+                {
+                    eprintln!("server: {line}");
                 } else if line.contains("session expired") {
                     let field = |k: &str| {
                         line.split_whitespace()
@@ -134,37 +143,50 @@ async fn run(
         );
     }
     let rss_idle = rss_kb(pid);
-    // Start every session.
-    let ids: Vec<String> = futures::stream::iter(0..sessions)
-        .map(|i| {
-            let mut robot = RobotServiceClient::new(channels[i % channels.len()].clone());
-            async move {
-                robot
-                    .start_session(StartSessionRequest {
-                        resume: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().id)
-            }
-        })
-        .buffered(256)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    // Heartbeat each on its own task, every window/5, staggered across the period.
+    // Each session lives on its own task: start it, (victims) command one motor with it, then
+    // heartbeat every window/5. Starts are staggered across one heartbeat period, so no session
+    // waits for the others to start before its first heartbeat (at W = 30 ms that matters).
     let period = window / 5;
     let healthy_expired = Arc::new(AtomicUsize::new(0));
     let heartbeats = Arc::new(AtomicUsize::new(0));
+    let (id_tx, mut id_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
     let mut tasks = Vec::with_capacity(sessions);
-    for (i, id) in ids.iter().enumerate() {
-        let mut robot = RobotServiceClient::new(channels[i % channels.len()].clone());
-        let (id, healthy_expired, heartbeats) =
-            (id.clone(), healthy_expired.clone(), heartbeats.clone());
+    for i in 0..sessions {
+        let channel = channels[i % channels.len()].clone();
+        let (healthy_expired, heartbeats, id_tx) =
+            (healthy_expired.clone(), heartbeats.clone(), id_tx.clone());
         let offset = period.mul_f64(i as f64 / sessions as f64);
         let is_victim = i < killed;
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+            tokio::time::sleep(offset).await;
+            let mut robot = RobotServiceClient::new(channel.clone());
+            let id = match robot
+                .start_session(StartSessionRequest {
+                    resume: String::new(),
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().id,
+                Err(e) => {
+                    eprintln!("session {i}: StartSession failed: {e}");
+                    return;
+                }
+            };
+            if is_victim {
+                let mut req = tonic::Request::new(SetPowerRequest {
+                    name: format!("m{i}"),
+                    power_pct: 0.5,
+                    extra: None,
+                });
+                if let Ok(sid) = id.parse() {
+                    req.metadata_mut().insert("viam-sid", sid);
+                }
+                if let Err(e) = MotorServiceClient::new(channel).set_power(req).await {
+                    eprintln!("session {i}: SetPower failed: {e}");
+                }
+            }
+            let _ = id_tx.send((i, id.clone()));
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -186,17 +208,22 @@ async fn run(
             }
         }));
     }
-    // The victims each command a motor, so their expiry has something to stop.
-    for (i, id) in ids.iter().take(killed).enumerate() {
-        let mut req = tonic::Request::new(SetPowerRequest {
-            name: format!("m{i}"),
-            power_pct: 0.5,
-            extra: None,
-        });
-        req.metadata_mut().insert("viam-sid", id.parse()?);
-        MotorServiceClient::new(channels[i % channels.len()].clone())
-            .set_power(req)
-            .await?;
+    drop(id_tx);
+    let mut ids = vec![String::new(); sessions];
+    let started_by = Instant::now() + period + Duration::from_secs(30);
+    let mut started = 0;
+    while started < sessions && Instant::now() < started_by {
+        match tokio::time::timeout(Duration::from_secs(1), id_rx.recv()).await {
+            Ok(Some((i, id))) => {
+                ids[i] = id;
+                started += 1;
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    if started < sessions {
+        return Err(format!("only {started} of {sessions} sessions started").into());
     }
     // Steady state: measure the server holding the sessions.
     tokio::time::sleep(window.max(Duration::from_secs(1))).await;
@@ -243,10 +270,17 @@ async fn run(
     late.sort_unstable();
     let false_server = all.iter().filter(|(id, _)| !victims.contains(id)).count();
     let false_client = healthy_expired.load(Ordering::Relaxed);
+    let needed = sessions as f64 / period.as_secs_f64();
     println!(
-        "sessions: {sessions} at W={window:?} (heartbeat every {period:?}, {rate:.0} heartbeats/s measured), \
-         {killed} killed at once"
+        "sessions: {sessions} at W={window:?} (heartbeat every {period:?}), {killed} killed at once; \
+         heartbeats/s needed {needed:.0}, sustained by this load generator {rate:.0}"
     );
+    if rate < 0.95 * needed {
+        println!(
+            "  WARNING: the load generator could not keep up, so healthy sessions missed heartbeats; \
+             expiries below are client starvation, not server decisions"
+        );
+    }
     println!(
         "  stop lateness (stop start - deadline) over {} expiries: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         late.len(),

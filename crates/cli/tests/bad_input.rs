@@ -291,3 +291,30 @@ fn sigterm_shuts_down_gracefully_and_stops_actuators() {
     let log = server.log();
     assert!(log.contains("stopped all actuators"), "{log}");
 }
+
+#[tokio::test]
+async fn many_pipelined_small_calls_on_one_connection_are_all_served() {
+    // A busy client pipelining small unary calls must not be mistaken for a DATA-frame flood
+    // (h2 answers that with GOAWAY ENHANCE_YOUR_CALM, dropping every call on the connection).
+    let server = Server::start(&[]);
+    let ch = server.channel().await;
+    let calls = (0..3000).map(|_| {
+        let mut motor = MotorServiceClient::new(ch.clone());
+        async move {
+            motor
+                .get_position(GetPositionRequest {
+                    name: "left".into(),
+                    extra: None,
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 3000 failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+}

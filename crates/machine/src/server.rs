@@ -45,6 +45,12 @@ use crate::sessions::{PeerInfo, PeerKind, SessionLayer};
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// HTTP/2 flow-control window of a connection (2 MiB).
+const CONNECTION_WINDOW: u32 = 2 << 20;
+
+/// HTTP/2 flow-control window of a stream (1 MiB).
+const STREAM_WINDOW: u32 = 1 << 20;
+
 /// How many over-limit connections may be in the middle of being told so at once; beyond
 /// this they are closed without an answer (and logged).
 const MAX_REJECTING: usize = 64;
@@ -90,7 +96,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 1024,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -366,7 +372,12 @@ async fn serve_connection<S>(
                 .keep_alive_interval(options.keepalive_interval)
                 .keep_alive_timeout(options.keepalive_timeout)
                 .max_concurrent_streams(options.max_concurrent_streams)
-                .adaptive_window(true);
+                // Explicit windows, not adaptive: h2's flood guard allows buffered small DATA
+                // frames up to half the connection window, and a 64 KiB window (what adaptive
+                // starts from) let a client pipelining ~130 small unary calls be disconnected
+                // with ENHANCE_YOUR_CALM.
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .initial_stream_window_size(STREAM_WINDOW);
             let conn = builder.serve_connection(io, hyper_service);
             tokio::pin!(conn);
             tokio::select! {
@@ -395,7 +406,7 @@ async fn serve_connection<S>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        tracing::debug!(%peer, error = ?e, "connection ended with an error");
     }
 }
 

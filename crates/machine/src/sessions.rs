@@ -169,10 +169,40 @@ impl Sessions {
                 }
             }
             let expired = lock(&self.manager).expire(Instant::now());
-            for e in expired {
-                stop_expired(&machine, e, self.stop_timeout);
+            // Start every stop of the batch first, then log: a line written for one session
+            // must not delay the stops of the next.
+            let reports: Vec<_> = expired
+                .into_iter()
+                .map(|e| stop_expired(&machine, e, self.stop_timeout))
+                .collect();
+            for report in reports {
+                report.log();
             }
         }
+    }
+}
+
+/// What one expiry did, for its log line.
+struct ExpiryReport {
+    session: SessionId,
+    owner: String,
+    peer: Option<SocketAddr>,
+    late: Duration,
+    cancelled: usize,
+    stopping: Vec<String>,
+}
+
+impl ExpiryReport {
+    fn log(&self) {
+        tracing::info!(
+            session = %self.session,
+            owner = %self.owner,
+            peer = ?self.peer,
+            late_us = self.late.as_micros() as u64,
+            cancelled_operations = self.cancelled,
+            stopping = ?self.stopping,
+            "session expired: stopping what it last commanded"
+        );
     }
 }
 
@@ -182,7 +212,7 @@ fn stop_expired(
     machine: &Arc<Machine>,
     e: Expired<ResourceName, Option<PeerInfo>>,
     stop_timeout: Duration,
-) {
+) -> ExpiryReport {
     let late = Instant::now().saturating_duration_since(e.deadline);
     let cancelled = machine.operations().cancel_session(&e.id.to_string());
     let actuators: Vec<_> = e
@@ -197,15 +227,6 @@ fn stop_expired(
         })
         .collect();
     let stopping: Vec<String> = actuators.iter().map(|(n, _)| n.to_string()).collect();
-    tracing::info!(
-        session = %e.id,
-        owner = %e.owner,
-        peer = ?e.peer.as_ref().and_then(|p| p.remote),
-        late_us = late.as_micros() as u64,
-        cancelled_operations = cancelled,
-        stopping = ?stopping,
-        "session expired: stopping what it last commanded"
-    );
     for (name, actuator) in actuators {
         let session = e.id;
         tokio::spawn(async move {
@@ -222,6 +243,14 @@ fn stop_expired(
                 }
             }
         });
+    }
+    ExpiryReport {
+        session: e.id,
+        owner: e.owner,
+        peer: e.peer.and_then(|p| p.remote),
+        late,
+        cancelled,
+        stopping,
     }
 }
 
