@@ -3,7 +3,8 @@
 //! `tether serve` starts a machine: the embedded demo rover when no config is given, or the
 //! machine a viam-server-style JSON config describes. It refuses to start on any config error
 //! (exit code 2) and, on SIGINT or SIGTERM, stops taking connections, lets open calls finish,
-//! and brings every actuator to rest before exiting.
+//! and brings every actuator to rest before exiting. `tether cert` writes a self-signed
+//! certificate for a machine name, for `network.tls_cert_file`/`tls_key_file`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +12,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tether_machine::auth::Authenticator;
 use tether_machine::config::{Config, split_host_port};
 use tether_machine::machine::Machine;
 use tether_machine::server::{self, ServerOptions};
+use tether_machine::tls;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,25 @@ struct Cli {
 enum Command {
     /// Serve a machine (the embedded demo rover when no --config is given).
     Serve(ServeArgs),
+    /// Write a self-signed TLS certificate and key (PEM) for a machine name.
+    Cert(CertArgs),
+}
+
+#[derive(clap::Args)]
+struct CertArgs {
+    /// Names the certificate is valid for (DNS names or IP addresses); localhost and 127.0.0.1
+    /// are always included.
+    #[arg(long = "name", value_name = "NAME", required = true)]
+    names: Vec<String>,
+    /// Where to write the certificate.
+    #[arg(long, value_name = "FILE", default_value = "cert.pem")]
+    cert: PathBuf,
+    /// Where to write the private key (created readable by the owner only).
+    #[arg(long, value_name = "FILE", default_value = "key.pem")]
+    key: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +89,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Cert(args) => cert(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,10 +116,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_tls {
         config.network.no_tls = true;
     }
-    config
-        .network
-        .check_servable()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tls = match config.network.tls() {
+        Some((cert, key)) => {
+            Some(tls::server_config(cert, key).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    let auth = match &config.auth {
+        Some(a) => {
+            let audience = config.network.fqdn.as_deref().unwrap_or("tether");
+            Some(Arc::new(
+                Authenticator::new(audience, &a.api_keys).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
+        }
+        None => None,
+    };
 
     let shutdown = shutdown_signal()?;
     let machine = Arc::new(Machine::new(&config));
@@ -112,8 +146,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    let transport = if tls.is_some() {
+        "TLS, ALPN h2 and http/1.1"
+    } else {
+        "h2c, plaintext"
+    };
     for addr in &addresses {
-        tracing::info!("listening on {addr} (gRPC over h2c, plaintext)");
+        tracing::info!("listening on {addr} (gRPC over {transport})");
+    }
+    match &config.auth {
+        Some(a) => tracing::info!("authentication required: {} API key(s)", a.api_keys.len()),
+        None if addresses.iter().any(|a| !a.ip().is_loopback()) => tracing::warn!(
+            "NO AUTHENTICATION: this machine is open to anyone who can reach {addresses:?}; \
+             configure auth.handlers with API keys, or bind to localhost"
+        ),
+        None => tracing::info!("no authentication (listening on loopback only)"),
     }
     // Tell the user what to dial: the configured address, or the real one for port 0.
     let dial = match (
@@ -123,12 +170,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Ok((_, 0)), Some(actual)) => actual.to_string(),
         _ => config.network.bind_address.clone(),
     };
+    let python_options = match (tls.is_some(), config.auth.is_some()) {
+        (false, false) => {
+            "RobotClient.Options(dial_options=DialOptions(insecure=True, disable_webrtc=True))"
+        }
+        (true, false) => "RobotClient.Options(dial_options=DialOptions(disable_webrtc=True))",
+        (false, true) => {
+            "RobotClient.Options.with_api_key(KEY, KEY_ID) with dial_options.insecure = True"
+        }
+        (true, true) => {
+            "RobotClient.Options.with_api_key(KEY, KEY_ID) with dial_options.disable_webrtc = True"
+        }
+    };
     tracing::info!(
-        "connect with address \"{dial}\", e.g. Python: RobotClient.at_address(\"{dial}\", \
-         RobotClient.Options(dial_options=DialOptions(insecure=True, disable_webrtc=True)))"
+        "connect with address \"{dial}\", e.g. Python: RobotClient.at_address(\"{dial}\", {python_options})"
     );
     let options = ServerOptions {
         max_connections: config.network.max_connections,
+        idle_timeout: config.network.idle_timeout,
+        tls,
+        auth,
         ..ServerOptions::default()
     };
     server::run(listeners, machine.clone(), options, shutdown).await?;
@@ -138,6 +199,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    let mut names = args.names;
+    for default in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|n| n == default) {
+            names.push(default.to_string());
+        }
+    }
+    let (cert_pem, key_pem) = tls::self_signed(&names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for path in [&args.cert, &args.key] {
+        if path.exists() && !args.force {
+            anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+        }
+    }
+    std::fs::write(&args.cert, cert_pem)
+        .with_context(|| format!("cannot write {}", args.cert.display()))?;
+    write_private(&args.key, key_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", args.key.display()))?;
+    println!(
+        "wrote {} and {} for {names:?}; serve them with \"network\": {{\"tls_cert_file\": {:?}, \
+         \"tls_key_file\": {:?}}}",
+        args.cert.display(),
+        args.key.display(),
+        args.cert.display().to_string(),
+        args.key.display().to_string()
+    );
+    Ok(())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives while the server is

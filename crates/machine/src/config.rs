@@ -5,10 +5,10 @@
 //! half-configured. Errors say where (`components[2] "left"`), what (`attributes: unknown field
 //! `maxrpm``) and what was expected. Unknown keys are errors, not silently ignored; sections
 //! viam-server has but this build does not run (services, modules, remotes, ...) are accepted
-//! only when empty, and auth/TLS settings this build cannot honour yet are refused rather than
-//! ignored, so a machine meant to be locked is never served open.
+//! only when empty, and auth settings this build cannot honour are refused rather than ignored,
+//! so a machine meant to be locked is never served open.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub const MIN_HEARTBEAT_WINDOW: Duration = Duration::from_millis(30);
 pub const MAX_HEARTBEAT_WINDOW: Duration = Duration::from_secs(60);
 /// The default per-actuator deadline for a Stop after a session expires.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection with no call in flight is kept open by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -62,6 +64,24 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The config's revision, if it names one.
     pub revision: String,
+    /// Authentication; `None` serves an open machine.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Validated authentication settings.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// API keys, id → key.
+    pub api_keys: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// Key ids only: keys never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("api_key_ids", &self.api_keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// One validated component.
@@ -108,19 +128,16 @@ pub struct NetworkConfig {
     pub stop_timeout: Duration,
     /// Certificate and key files (PEM), when configured.
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// A connection with no call in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// The machine's name, used as the access tokens' audience.
+    pub fqdn: Option<String>,
 }
 
 impl NetworkConfig {
-    /// Whether this build can serve these settings (checked after command-line overrides).
-    pub fn check_servable(&self) -> Result<(), String> {
-        if self.tls_files.is_some() && !self.no_tls {
-            return Err(
-                "network: TLS is not available in this build yet; set \"no_tls\": true \
-                        (or pass --no-tls) to serve plaintext"
-                    .into(),
-            );
-        }
-        Ok(())
+    /// The certificate and key to serve with: none when plaintext was asked for.
+    pub fn tls(&self) -> Option<&(PathBuf, PathBuf)> {
+        self.tls_files.as_ref().filter(|_| !self.no_tls)
     }
 }
 
@@ -134,6 +151,8 @@ impl Default for NetworkConfig {
             max_sessions: tether_session::DEFAULT_MAX_SESSIONS,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             tls_files: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            fqdn: None,
         }
     }
 }
@@ -209,6 +228,8 @@ struct RawNetwork {
     sessions: RawSessions,
     #[serde(default)]
     max_connections: Option<usize>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -222,11 +243,20 @@ struct RawSessions {
     stop_timeout: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    config: Value,
+}
+
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     #[serde(default)]
-    handlers: Vec<Value>,
+    handlers: Vec<RawHandler>,
     #[serde(default)]
     tls_auth_entities: Vec<String>,
     #[serde(default)]
@@ -280,17 +310,7 @@ impl RawConfig {
             );
         }
         let _ = (self.debug, self.disable_partial_start);
-        if !self.auth.handlers.is_empty()
-            || !self.auth.tls_auth_entities.is_empty()
-            || self.auth.external_auth_config.is_some()
-        {
-            return Err(
-                "auth: authentication is not available in this build yet; refusing to \
-                        serve a machine that was configured to require credentials without them"
-                    .into(),
-            );
-        }
-
+        let auth = self.auth.validate()?;
         let network = self.network.validate()?;
         let mut seen = HashSet::new();
         let mut components = Vec::with_capacity(self.components.len());
@@ -309,6 +329,7 @@ impl RawConfig {
             components,
             network,
             revision: self.revision,
+            auth,
         })
     }
 }
@@ -330,7 +351,14 @@ impl RawNetwork {
                 );
             }
         }
-        let _ = self.fqdn;
+        net.fqdn = self.fqdn.filter(|f| !f.is_empty());
+        if let Some(idle) = self.idle_timeout {
+            let d = parse_go_duration(&idle).map_err(|e| format!("network.idle_timeout: {e}"))?;
+            if d.is_zero() {
+                return Err("network.idle_timeout must be positive".into());
+            }
+            net.idle_timeout = d;
+        }
         if let Some(window) = self.sessions.heartbeat_window {
             let d = parse_go_duration(&window)
                 .map_err(|e| format!("network.sessions.heartbeat_window: {e}"))?;
@@ -363,6 +391,64 @@ impl RawNetwork {
             net.max_connections = max;
         }
         Ok(net)
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<Option<AuthConfig>, String> {
+        if !self.tls_auth_entities.is_empty() {
+            return Err(
+                "auth.tls_auth_entities: client-certificate authentication is not \
+                        supported; use API keys"
+                    .into(),
+            );
+        }
+        if self.external_auth_config.is_some() {
+            return Err(
+                "auth.external_auth_config: external token issuers are not supported; \
+                        use API keys"
+                    .into(),
+            );
+        }
+        if self.handlers.is_empty() {
+            return Ok(None);
+        }
+        let mut api_keys = HashMap::new();
+        for (i, h) in self.handlers.into_iter().enumerate() {
+            let at = format!("auth.handlers[{i}]");
+            if h.kind != "api-key" {
+                return Err(format!(
+                    "{at}: credential type {:?} is not supported; this build supports \"api-key\"",
+                    h.kind
+                ));
+            }
+            let Value::Object(entries) = h.config else {
+                return Err(format!(
+                    "{at}.config must be an object of \"<key id>\": \"<key>\" entries"
+                ));
+            };
+            for (id, key) in entries {
+                // viam-server ignores these legacy entries; so do we.
+                if id == "key" || id == "keys" {
+                    continue;
+                }
+                let Value::String(key) = key else {
+                    return Err(format!("{at}.config[{id:?}]: the key must be a string"));
+                };
+                if id.is_empty() || key.is_empty() {
+                    return Err(format!("{at}.config: key ids and keys must not be empty"));
+                }
+                if api_keys.insert(id.clone(), key).is_some() {
+                    return Err(format!("{at}.config: key id {id:?} appears twice"));
+                }
+            }
+        }
+        if api_keys.is_empty() {
+            return Err("auth.handlers: an api-key handler needs at least one \
+                        \"<key id>\": \"<key>\" entry"
+                .into());
+        }
+        Ok(Some(AuthConfig { api_keys }))
     }
 }
 
@@ -680,7 +766,20 @@ mod tests {
         let e = err(r#"{"services": [{"name": "x"}]}"#);
         assert!(e.contains("does not run services"), "{e}");
         let e = err(r#"{"auth": {"handlers": [{"type": "api-key", "config": {}}]}}"#);
-        assert!(e.contains("authentication is not available"), "{e}");
+        assert!(e.contains("at least one"), "{e}");
+        let e = err(r#"{"auth": {"handlers": [{"type": "robot-location-secret", "config": {}}]}}"#);
+        assert!(
+            e.contains(r#"auth.handlers[0]: credential type "robot-location-secret""#),
+            "{e}"
+        );
+        let e = err(r#"{"auth": {"handlers": [{"type": "api-key", "config": {"id": 5}}]}}"#);
+        assert!(e.contains("must be a string"), "{e}");
+        let ok = Config::parse(
+            r#"{"auth": {"handlers": [{"type": "api-key", "config": {"id1": "k1", "id2": "k2", "key": "legacy"}}]}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.auth.unwrap().api_keys.len(), 2);
         let e = err(r#"{"components": [ {"name": "m", "type": "motor", "model": "fake"} "#);
         assert!(e.contains("EOF"), "{e}");
     }
@@ -720,14 +819,9 @@ mod tests {
     fn tls_and_bind_address() {
         let tls = r#"{"network": {"tls_cert_file": "c.pem", "tls_key_file": "k.pem"}}"#;
         let mut c = Config::parse(tls, "t").unwrap();
-        assert!(
-            c.network
-                .check_servable()
-                .unwrap_err()
-                .contains("TLS is not available")
-        );
+        assert!(c.network.tls().is_some());
         c.network.no_tls = true;
-        c.network.check_servable().unwrap();
+        assert!(c.network.tls().is_none());
         assert!(err(r#"{"network": {"tls_cert_file": "c.pem"}}"#).contains("together"));
         assert_eq!(split_host_port(":8080").unwrap(), ("0.0.0.0".into(), 8080));
         assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));

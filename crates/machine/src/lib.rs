@@ -6,6 +6,7 @@
 //! (every call is an operation with an id) → the generated service ([`services`]) → the
 //! resource's trait method → the model (the simulated ones are in [`fake`]).
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod fake;
@@ -16,6 +17,7 @@ pub mod resource;
 pub mod server;
 pub mod services;
 pub mod sessions;
+pub mod tls;
 
 /// The embedded demo machine's config: a rover with one of every component.
 pub const DEMO_CONFIG: &str = include_str!("demo.json");

@@ -238,23 +238,26 @@ where
             if let Some(v) = opid {
                 response.headers_mut().insert(OPID_HEADER, v);
             }
-            Ok(response.map(|body| {
-                Body::new(GuardedBody {
-                    inner: body,
-                    _guard: guard,
-                })
-            }))
+            Ok(response.map(|body| Body::new(Holding::new(body, guard))))
         })
     }
 }
 
-/// A response body that keeps its operation registered until it is finished or dropped.
-struct GuardedBody {
+/// A response body that holds something (an operation's registration, a connection's
+/// in-flight count) until the body is finished or dropped.
+pub(crate) struct Holding<G> {
     inner: Body,
-    _guard: OperationGuard,
+    _held: G,
 }
 
-impl http_body::Body for GuardedBody {
+impl<G> Holding<G> {
+    /// Holds `held` for as long as `inner` lives.
+    pub(crate) fn new(inner: Body, held: G) -> Self {
+        Self { inner, _held: held }
+    }
+}
+
+impl<G: Send + Unpin + 'static> http_body::Body for Holding<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -6,9 +6,14 @@
 //! knowledge (h2c, what gRPC clients send) or HTTP/1.1; which one is decided by reading the
 //! first bytes, under a header-read timeout so a silent peer cannot hold a slot.
 //!
+//! With TLS configured, the handshake (under the same timeout) picks the protocol by ALPN (`h2`
+//! or `http/1.1`). With API keys configured, the auth layer runs first of all.
+//!
 //! Limits are explicit: past `max_connections`, a new connection is answered (gRPC
 //! `RESOURCE_EXHAUSTED`, or HTTP 503) and closed, never silently dropped. HTTP/2 keepalive
-//! pings find dead peers. On shutdown the listeners close, every connection is asked to finish
+//! pings find dead (half-open) peers; a connection with no call in flight for `idle_timeout` is
+//! closed, so a flood of idle connections cannot hold the slots of legitimate clients for
+//! longer than that. On shutdown the listeners close, every connection is asked to finish
 //! (GOAWAY), and the caller gets control back within a grace period.
 
 use std::convert::Infallible;
@@ -16,6 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,14 +39,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 
+use crate::auth::{AuthApi, AuthLayer, Authenticator};
 use crate::config::split_host_port;
 use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
+use crate::operations::Holding;
 use crate::operations::OperationsLayer;
 use crate::services::Api;
 use crate::sessions::{PeerInfo, PeerKind, SessionLayer};
+use tether_proto::proto::rpc::v1::auth_service_server::AuthServiceServer;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -50,6 +59,9 @@ const CONNECTION_WINDOW: u32 = 2 << 20;
 
 /// HTTP/2 flow-control window of a stream (1 MiB).
 const STREAM_WINDOW: u32 = 1 << 20;
+
+/// How long a connection closed for idleness gets to finish its goodbye (GOAWAY, ping).
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// How many over-limit connections may be in the middle of being told so at once; beyond
 /// this they are closed without an answer (and logged).
@@ -87,6 +99,12 @@ pub struct ServerOptions {
     pub max_concurrent_streams: u32,
     /// Time connections get to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// A connection with no call in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// TLS, when the port serves it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Authentication, when API keys are configured.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Default for ServerOptions {
@@ -98,6 +116,9 @@ impl Default for ServerOptions {
             keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 1024,
             shutdown_grace: Duration::from_secs(5),
+            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -142,8 +163,11 @@ pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
     Ok(listeners)
 }
 
-/// The tower stack every request goes through.
-pub fn app(machine: Arc<Machine>) -> Result<axum::Router, ServeError> {
+/// The router of every service (plus `AuthService` when authentication is on).
+pub fn app(
+    machine: Arc<Machine>,
+    auth: Option<Arc<Authenticator>>,
+) -> Result<axum::Router, ServeError> {
     let api = Api::new(machine.clone());
     let max = MAX_MESSAGE_BYTES;
     let reflection = || {
@@ -201,6 +225,9 @@ pub fn app(machine: Arc<Machine>) -> Result<axum::Router, ServeError> {
         ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    if let Some(auth) = auth {
+        routes.add_service(AuthServiceServer::new(AuthApi::new(auth)));
+    }
     let router = routes
         .routes()
         .into_axum_router()
@@ -216,9 +243,10 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let router = app(machine.clone())?;
+    let router = app(machine.clone(), options.auth.clone())?;
     let service = ServiceBuilder::new()
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
+        .option_layer(options.auth.clone().map(AuthLayer::new))
         .layer(OperationsLayer::new(machine.operations().clone()))
         .layer(SessionLayer::new(machine.clone()))
         .service(router);
@@ -300,8 +328,12 @@ enum Protocol {
     Http1,
 }
 
+/// A connection's byte stream, plaintext or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
 /// Reads just enough to tell HTTP/2 prior knowledge from HTTP/1; returns the bytes read.
-async fn sniff(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
+async fn sniff<I: AsyncRead + Unpin>(stream: &mut I) -> io::Result<(Protocol, Vec<u8>)> {
     let mut buf = vec![0u8; H2_PREFACE.len()];
     let mut have = 0;
     while have < H2_PREFACE.len() {
@@ -321,8 +353,102 @@ async fn sniff(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
     Ok((Protocol::Http2, buf))
 }
 
+/// Completes TLS (if configured) and finds the protocol, all within `timeout`.
+async fn negotiate(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    timeout: Duration,
+) -> Result<(Box<dyn Io>, Protocol), String> {
+    let work = async {
+        match tls {
+            Some(config) => {
+                let mut tls = tokio_rustls::TlsAcceptor::from(config.clone())
+                    .accept(stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                match tls.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Ok((Box::new(tls) as Box<dyn Io>, Protocol::Http2)),
+                    Some(_) => Ok((Box::new(tls) as Box<dyn Io>, Protocol::Http1)),
+                    // No ALPN: the client may still speak HTTP/2 with prior knowledge.
+                    None => {
+                        let (protocol, prefix) =
+                            sniff(&mut tls).await.map_err(|e| e.to_string())?;
+                        Ok((
+                            Box::new(Prefixed::new(prefix, tls)) as Box<dyn Io>,
+                            protocol,
+                        ))
+                    }
+                }
+            }
+            None => {
+                let mut stream = stream;
+                let (protocol, prefix) = sniff(&mut stream).await.map_err(|e| e.to_string())?;
+                Ok((
+                    Box::new(Prefixed::new(prefix, stream)) as Box<dyn Io>,
+                    protocol,
+                ))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no request within {timeout:?}"))?
+}
+
+/// Calls in flight on one connection, and when the last one ended, for closing the
+/// connection once idle. A call costs two atomic updates; the watcher polls.
+struct Activity {
+    opened: std::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `opened` when the count last dropped to zero.
+    quiet_since_ms: AtomicU64,
+}
+
+/// Counts a call in flight until dropped (with its response body).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.0.opened.elapsed().as_millis() as u64;
+        self.0.quiet_since_ms.store(now, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            quiet_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Acquire);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once no call has been in flight for `timeout` (checked every `timeout / 4`).
+    async fn idle_for(&self, timeout: Duration) {
+        let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.in_flight.load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let now = self.opened.elapsed().as_millis() as u64;
+            let quiet = now.saturating_sub(self.quiet_since_ms.load(Ordering::Relaxed));
+            if quiet >= timeout.as_millis() as u64 {
+                return;
+            }
+        }
+    }
+}
+
 async fn serve_connection<S>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     service: S,
     options: &ServerOptions,
@@ -334,36 +460,41 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let (protocol, prefix) = match tokio::time::timeout(
-        options.header_read_timeout,
-        sniff(&mut stream),
-    )
-    .await
-    {
-        Ok(Ok(sniffed)) => sniffed,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "connection closed before a request");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, timeout = ?options.header_read_timeout, "no request within the header-read timeout; closing");
-            return;
-        }
-    };
+    let local = stream.local_addr().ok();
+    let (io, protocol) =
+        match negotiate(stream, options.tls.as_ref(), options.header_read_timeout).await {
+            Ok(negotiated) => negotiated,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "closing connection");
+                return;
+            }
+        };
     tracing::debug!(%peer, ?protocol, "connection");
     let info = PeerInfo {
         kind: PeerKind::Grpc,
         remote: Some(peer),
-        local: stream.local_addr().ok(),
+        local,
     };
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let activity = Arc::new(Activity::new());
+    let tracked = activity.clone();
     let service = ServiceBuilder::new()
         .map_request(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
             req
         })
         .service(service);
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let in_flight = tracked.begin();
+        let call = service.clone().oneshot(req);
+        async move {
+            let response = call.await?;
+            Ok::<_, Infallible>(response.map(|body| Body::new(Holding::new(body, in_flight))))
+        }
+    });
     let hyper_service = TowerToHyperService::new(service);
+    let io = TokioIo::new(io);
+    let idle = activity.idle_for(options.idle_timeout);
+    tokio::pin!(idle);
     let result = match protocol {
         Protocol::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -386,6 +517,12 @@ async fn serve_connection<S>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = &mut idle => {
+                    tracing::debug!(%peer, timeout = ?options.idle_timeout, "closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    // A peer that no longer answers would hold a graceful close open; bound it.
+                    tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
             }
         }
         Protocol::Http1 => {
@@ -402,6 +539,10 @@ async fn serve_connection<S>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = &mut idle => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
             }
         }
     };
@@ -411,13 +552,9 @@ async fn serve_connection<S>(
 }
 
 /// Answers every request on an over-limit connection with a clear error, then closes it.
-async fn reject_connection(mut stream: TcpStream, options: &ServerOptions, max: usize) {
-    let Ok(Ok((protocol, prefix))) = tokio::time::timeout(
-        options.header_read_timeout.min(REJECT_LINGER),
-        sniff(&mut stream),
-    )
-    .await
-    else {
+async fn reject_connection(stream: TcpStream, options: &ServerOptions, max: usize) {
+    let timeout = options.header_read_timeout.min(REJECT_LINGER);
+    let Ok((io, protocol)) = negotiate(stream, options.tls.as_ref(), timeout).await else {
         return;
     };
     let message = format!(
@@ -441,7 +578,7 @@ async fn reject_connection(mut stream: TcpStream, options: &ServerOptions, max: 
             Ok::<_, Infallible>(response)
         }
     });
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let io = TokioIo::new(io);
     let serve = async {
         match protocol {
             Protocol::Http2 => {
@@ -461,14 +598,14 @@ async fn reject_connection(mut stream: TcpStream, options: &ServerOptions, max: 
 }
 
 /// A stream that first yields bytes already read from it.
-struct Prefixed {
+struct Prefixed<I> {
     prefix: Vec<u8>,
     read: usize,
-    inner: TcpStream,
+    inner: I,
 }
 
-impl Prefixed {
-    fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+impl<I> Prefixed<I> {
+    fn new(prefix: Vec<u8>, inner: I) -> Self {
         Self {
             prefix,
             read: 0,
@@ -477,7 +614,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -494,7 +631,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

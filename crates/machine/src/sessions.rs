@@ -62,13 +62,12 @@ pub struct PeerInfo {
 /// The authenticated entity a request runs as (a request extension set by the auth layer).
 /// Absent means unauthenticated, which owns sessions as the empty string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entity(pub String);
+pub struct Entity(pub Arc<str>);
 
-fn owner<B>(req: &Request<B>) -> String {
+fn owner<B>(req: &Request<B>) -> Arc<str> {
     req.extensions()
         .get::<Entity>()
-        .map(|e| e.0.clone())
-        .unwrap_or_default()
+        .map_or_else(|| Arc::from(""), |e| e.0.clone())
 }
 
 /// The machine's sessions: the manager behind a short lock, and what the driver needs.

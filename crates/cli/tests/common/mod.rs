@@ -178,6 +178,25 @@ pub async fn raw_unary(
         .await
 }
 
+/// A unary call with raw bytes and extra request metadata.
+pub async fn raw_unary_with(
+    channel: &Channel,
+    path: &str,
+    body: impl Into<Bytes>,
+    metadata: &[(&'static str, &str)],
+) -> Result<tonic::Response<Bytes>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::try_from(path).unwrap();
+    let mut request = tonic::Request::new(body.into());
+    for (k, v) in metadata {
+        request.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    grpc.unary(request, path, RawCodec).await
+}
+
 /// A bidi call sending one raw message and collecting every raw reply.
 pub async fn raw_stream_once(
     channel: &Channel,

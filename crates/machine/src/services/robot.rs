@@ -21,11 +21,10 @@ fn parse_operation_id(id: &str) -> Result<Uuid, Status> {
         .map_err(|e| Status::invalid_argument(format!("operation id {id:?} is not a UUID: {e}")))
 }
 
-fn owner<T>(r: &Request<T>) -> String {
+fn owner<T>(r: &Request<T>) -> std::sync::Arc<str> {
     r.extensions()
         .get::<Entity>()
-        .map(|e| e.0.clone())
-        .unwrap_or_default()
+        .map_or_else(|| std::sync::Arc::from(""), |e| e.0.clone())
 }
 
 fn session_expired() -> Status {
