@@ -7,8 +7,9 @@ The tests drive a real ``tether serve`` process with Viam's official Python SDK
   A test module that needs a config file sets ``TETHER_CONFIG = "path"`` at module
   level, or parametrizes the fixture indirectly:
   ``@pytest.mark.parametrize("machine", ["cfg.json"], indirect=True)``.
-* ``start_machine(config=None)``: the same thing as a plain function, for tests that
-  need a server of their own (call ``.stop()`` when done).
+* ``start_machine(config=None, extra_args=(), wrapper=(), env=None)``: the same thing as a
+  plain function, for tests that need a server of their own (call ``.stop()`` when done);
+  ``wrapper`` prefixes the command (e.g. ``ip netns exec NS``), ``env`` adds environment.
 * ``connect(address)``: a connected ``RobotClient`` (direct gRPC, plaintext, no WebRTC).
 
 Environment:
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -71,7 +72,7 @@ class Machine:
     ``wait_for_log(regex)`` blocks until a line matches.
     """
 
-    def __init__(self, args: Sequence[str]):
+    def __init__(self, args: Sequence[str], env: Optional[Mapping[str, str]] = None):
         self.args = list(args)
         self.address: Optional[str] = None
         self._lines: List[str] = []
@@ -83,7 +84,7 @@ class Machine:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": os.environ.get("TETHER_LOG", "info")},
+            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": os.environ.get("TETHER_LOG", "info"), **(env or {})},
             # Own process group, so stop() also reaches anything the server spawned.
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
@@ -213,16 +214,27 @@ class Machine:
         return f"<Machine {self.address} pid={self.proc.pid}>"
 
 
-def start_machine(config: Optional[Union[str, Path]] = None, extra_args: Sequence[str] = ()) -> Machine:
-    """Start ``tether serve --bind 127.0.0.1:0 [--config FILE]`` and wait until it listens."""
+def start_machine(
+    config: Optional[Union[str, Path]] = None,
+    extra_args: Sequence[str] = (),
+    wrapper: Sequence[str] = (),
+    env: Optional[Mapping[str, str]] = None,
+) -> Machine:
+    """Start ``tether serve --bind 127.0.0.1:0 [--config FILE] [EXTRA_ARGS]`` and wait until it listens.
+
+    ``wrapper``: a command prefix that execs the server in place, e.g.
+    ``["ip", "netns", "exec", NS]`` (it must exec, not fork, so that ``stop()`` still
+    signals the server itself). ``env``: extra environment for the server, e.g.
+    ``{"RUST_LOG": "info,tether_machine::server=debug"}``.
+    """
     binary = tether_bin()
     if not binary.is_file():
         pytest.fail(f"server binary {binary} not found: build it (cargo build) or set TETHER_BIN")
-    args = [str(binary), "serve", "--bind", "127.0.0.1:0"]
+    args = list(wrapper) + [str(binary), "serve", "--bind", "127.0.0.1:0"]
     if config is not None:
         args += ["--config", str(config)]
     args += list(extra_args)
-    m = Machine(args)
+    m = Machine(args, env=env)
     error = None
     try:
         m._wait_listening(STARTUP_TIMEOUT_S)
@@ -251,14 +263,16 @@ def machine(request):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the tail of the server log to the report of a failing test."""
+    """Attach the tail of the server log to the report of a failing test (for every
+    fixture value that is a ``Machine``, e.g. ``machine``)."""
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
-        m = getattr(item, "funcargs", {}).get("machine")
-        if isinstance(m, Machine):
-            lines = m.log_lines()
-            rep.sections.append((f"tether log (last 200 of {len(lines)} lines)", "\n".join(lines[-200:])))
+        for name, m in getattr(item, "funcargs", {}).items():
+            if isinstance(m, Machine):
+                lines = m.log_lines()
+                title = "tether log" if name == "machine" else f"tether log ({name})"
+                rep.sections.append((f"{title} (last 200 of {len(lines)} lines)", "\n".join(lines[-200:])))
 
 
 async def connect(address: str) -> RobotClient:

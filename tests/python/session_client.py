@@ -1,6 +1,13 @@
 """A session-holding client for ``test_sessions.py``, run as a child process.
 
-    python session_client.py ADDRESS MODE
+    python session_client.py ADDRESS MODE [--api-key-id ID --api-key KEY] [--tls]
+
+Dialing: by default direct gRPC, plaintext, no credentials
+(``DialOptions(insecure=True, disable_webrtc=True)``). ``--api-key-id``/``--api-key`` use
+``RobotClient.Options.with_api_key(api_key=KEY, api_key_id=ID)`` (the SDK then authenticates
+every connection it opens, including its second, heartbeat connection);
+``--tls`` dials with TLS (``insecure=False``; the SDK does not verify certificates for
+``localhost``/``127.*``). WebRTC stays disabled in every case (direct dial only).
 
 MODE:
 * ``set_power``: connect (sessions enabled, the SDK default), ``left.set_power(0.5)``
@@ -19,11 +26,14 @@ EOF on stdin makes it idle (sleep) until it is killed.
 
 Reports go to stdout as single lines ``@@ {json}`` (the SDK logs to stdout too, so the
 test only reads lines with that prefix). Every report carries ``session``: the SDK's
-current session id ("" when it has none).
+current session id ("" when it has none). ``ready`` also carries ``main_local``: the local
+``host:port`` of the client's main connection ("" if unknown), so a test can tell it apart
+from the SDK's heartbeat connection.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -49,17 +59,39 @@ def report(event: str, **fields) -> None:
     sys.stdout.flush()
 
 
-async def main(address: str, mode: str) -> int:
-    from grpclib.exceptions import GRPCError
-    from viam.components.motor import Motor
+def _main_local(robot) -> str:
+    """Local host:port of the RobotClient's main grpclib connection (grpclib internals)."""
+    try:
+        sockname = robot._channel._protocol.connection._transport.get_extra_info("sockname")
+        return f"{sockname[0]}:{sockname[1]}"
+    except Exception:
+        return ""
+
+
+def _options(args: argparse.Namespace):
     from viam.robot.client import RobotClient
     from viam.rpc.dial import DialOptions
 
-    opts = RobotClient.Options(
-        dial_options=DialOptions(insecure=True, disable_webrtc=True),
-        disable_sessions=(mode == "nosession"),
+    disable_sessions = args.mode == "nosession"
+    if args.api_key_id or args.api_key:
+        opts = RobotClient.Options.with_api_key(
+            api_key=args.api_key, api_key_id=args.api_key_id, disable_sessions=disable_sessions)
+        opts.dial_options.disable_webrtc = True
+        opts.dial_options.insecure = not args.tls
+        return opts
+    return RobotClient.Options(
+        dial_options=DialOptions(insecure=not args.tls, disable_webrtc=True),
+        disable_sessions=disable_sessions,
     )
-    robot = await asyncio.wait_for(RobotClient.at_address(address, opts), 30)
+
+
+async def main(args: argparse.Namespace) -> int:
+    from grpclib.exceptions import GRPCError
+    from viam.components.motor import Motor
+    from viam.robot.client import RobotClient
+
+    mode = args.mode
+    robot = await asyncio.wait_for(RobotClient.at_address(args.address, _options(args)), 30)
 
     def session_id() -> str:
         return robot._sessions_client._current_id
@@ -73,7 +105,7 @@ async def main(address: str, mode: str) -> int:
     else:
         report("error", message=f"unknown mode {mode!r}")
         return 2
-    report("ready", mode=mode, session=session_id())
+    report("ready", mode=mode, session=session_id(), main_local=_main_local(robot))
 
     loop = asyncio.get_running_loop()
     while True:
@@ -104,6 +136,19 @@ async def main(address: str, mode: str) -> int:
             report("error", message=f"unknown command {cmd!r}", session=session_id())
 
 
+def parse_args(argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="session-holding SDK client for the tether tests")
+    p.add_argument("address")
+    p.add_argument("mode", help="set_power, read or nosession")
+    p.add_argument("--api-key-id", default="", help="API key id (a UUID); with --api-key")
+    p.add_argument("--api-key", default="", help="API key; with --api-key-id")
+    p.add_argument("--tls", action="store_true", help="dial with TLS (default: plaintext)")
+    args = p.parse_args(argv)
+    if bool(args.api_key_id) != bool(args.api_key):
+        p.error("--api-key-id and --api-key go together")
+    return args
+
+
 if __name__ == "__main__":
     _die_with_parent()
-    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2])))
+    sys.exit(asyncio.run(main(parse_args(sys.argv[1:]))))

@@ -31,7 +31,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 from viam.components.motor import Motor
@@ -86,16 +86,19 @@ def machine(request, tmp_path):
 
 
 class Child:
-    """``python session_client.py ADDRESS MODE`` with its reports on a queue."""
+    """``python session_client.py ADDRESS MODE [EXTRA_ARGS]`` with its reports on a queue.
 
-    def __init__(self, address: str, mode: str, label: str):
+    ``extra_args``: session_client.py's dial options (``--api-key-id``, ``--api-key``, ``--tls``).
+    """
+
+    def __init__(self, address: str, mode: str, label: str, extra_args: Sequence[str] = ()):
         self.label = label
         self.mode = mode
         self.reports: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self._lines: List[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", str(CHILD_SCRIPT), address, mode],
+            [sys.executable, "-u", str(CHILD_SCRIPT), address, mode, *extra_args],
             cwd=str(HERE),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
