@@ -64,10 +64,19 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entity(pub Arc<str>);
 
-fn owner<B>(req: &Request<B>) -> Arc<str> {
-    req.extensions()
-        .get::<Entity>()
-        .map_or_else(|| Arc::from(""), |e| e.0.clone())
+impl Entity {
+    /// The entity a request runs as: the empty string when unauthenticated.
+    pub fn of(extensions: &http::Extensions) -> Arc<str> {
+        extensions
+            .get::<Entity>()
+            .map_or_else(|| Arc::from(""), |e| e.0.clone())
+    }
+}
+
+/// The status every client relies on when its session is unknown, expired or another
+/// owner's: `INVALID_ARGUMENT` with message exactly `SESSION_EXPIRED`.
+pub fn session_expired() -> tonic::Status {
+    tonic::Status::invalid_argument(SessionExpired.to_string())
 }
 
 /// The machine's sessions: the manager behind a short lock, and what the driver needs.
@@ -431,11 +440,7 @@ where
                 [] => None,
                 [one] => match one.to_str().ok().and_then(|s| Uuid::parse_str(s).ok()) {
                     Some(id) => Some(id),
-                    None => {
-                        return Ok(status_response(tonic::Status::invalid_argument(
-                            "SESSION_EXPIRED",
-                        )));
-                    }
+                    None => return Ok(status_response(session_expired())),
                 },
                 _ => {
                     return Ok(status_response(tonic::Status::invalid_argument(format!(
@@ -444,7 +449,7 @@ where
                     ))));
                 }
             };
-            let owner = owner(&req);
+            let owner = Entity::of(req.extensions());
             let path = req.uri().path().to_string();
             let (parts, mut body) = req.into_parts();
             let (buffered, first) = match read_first_message(&mut body).await {
@@ -456,9 +461,7 @@ where
                 .and_then(|m| monitored_resource(&path, m))
                 .filter(|r| machine.resources().get(r.subtype, &r.name).is_some());
             if machine.sessions().admit(session, &owner, resource).is_err() {
-                return Ok(status_response(tonic::Status::invalid_argument(
-                    "SESSION_EXPIRED",
-                )));
+                return Ok(status_response(session_expired()));
             }
             if let (Some(id), Some(op)) = (session, parts.extensions.get::<CurrentOperation>())
                 && let Some(op) = machine.operations().get(op.0)

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::Api;
 use crate::operations::CurrentOperation;
 use crate::resource::Subtype;
-use crate::sessions::{Entity, PeerInfo, PeerKind};
+use crate::sessions::{Entity, PeerInfo, PeerKind, session_expired};
 
 /// The Viam API version our `.proto` files follow.
 pub const API_VERSION: &str = "v0.1.601";
@@ -19,16 +19,6 @@ pub const API_VERSION: &str = "v0.1.601";
 fn parse_operation_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id)
         .map_err(|e| Status::invalid_argument(format!("operation id {id:?} is not a UUID: {e}")))
-}
-
-fn owner<T>(r: &Request<T>) -> std::sync::Arc<str> {
-    r.extensions()
-        .get::<Entity>()
-        .map_or_else(|| std::sync::Arc::from(""), |e| e.0.clone())
-}
-
-fn session_expired() -> Status {
-    Status::invalid_argument("SESSION_EXPIRED")
 }
 
 fn current<T>(r: &Request<T>) -> Option<Uuid> {
@@ -184,7 +174,7 @@ impl robot::robot_service_server::RobotService for Api {
         let started = self
             .machine
             .sessions()
-            .start(&owner(&r), resume, peer)
+            .start(&Entity::of(r.extensions()), resume, peer)
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let window = prost_types::Duration::try_from(started.window)
             .map_err(|e| Status::internal(format!("heartbeat window: {e}")))?;
@@ -203,7 +193,7 @@ impl robot::robot_service_server::RobotService for Api {
         let peer = r.extensions().get::<PeerInfo>().cloned();
         self.machine
             .sessions()
-            .heartbeat(id, &owner(&r), peer)
+            .heartbeat(id, &Entity::of(r.extensions()), peer)
             .map_err(|_| session_expired())?;
         Ok(Response::new(robot::SendSessionHeartbeatResponse {}))
     }
