@@ -24,9 +24,15 @@ pub struct Server {
 impl Server {
     /// Starts the server with extra arguments, bound to 127.0.0.1 on a free port.
     pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_exact(&all)
+    }
+
+    /// Starts `tether serve` with exactly these arguments (the config decides the address).
+    pub fn start_exact(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,180 @@
+//! The Rust client SDK against a real `tether serve` process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, temp_file};
+use tether_client::{ConnectionEvent, Motor, Options, RobotClient};
+
+const KEY_ID: &str = "5a3a0c6e-1d52-4b8e-9c4b-6d0f2a7e9b11";
+const KEY: &str = "client-test-key-0123456789";
+const W: Duration = Duration::from_millis(500);
+
+fn config(auth: bool, window: &str, bind: Option<&str>) -> std::path::PathBuf {
+    let auth = if auth {
+        format!(
+            r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},"#
+        )
+    } else {
+        String::new()
+    };
+    let bind = bind
+        .map(|b| format!(r#", "bind_address": "{b}""#))
+        .unwrap_or_default();
+    let text = format!(
+        r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}], {auth}
+            "network": {{"sessions": {{"heartbeat_window": "{window}"}}{bind}}}}}"#
+    );
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    temp_file(&format!("client-{stamp}.json"), &text)
+}
+
+/// An observer that never starts a session.
+async fn observer(addr: &str, auth: bool) -> Motor {
+    let mut options = if auth {
+        Options::with_api_key(KEY, KEY_ID)
+    } else {
+        Options::default()
+    };
+    options.disable_sessions = true;
+    let robot = RobotClient::connect(addr, options).await.unwrap();
+    Motor::from_robot(&robot, "left")
+}
+
+#[tokio::test]
+async fn sessions_start_lazily_heartbeat_on_their_own_and_lapse_when_the_client_goes() {
+    let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
+    let t0 = Instant::now();
+    let robot = RobotClient::connect(&server.addr, Options::with_api_key(KEY, KEY_ID))
+        .await
+        .unwrap();
+    let mut events = robot.events();
+    assert_eq!(robot.resource_names().await.unwrap().len(), 1);
+    let connect_and_first_call = t0.elapsed();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.position().await.unwrap();
+    assert_eq!(
+        robot.session_id(),
+        None,
+        "a non-monitored call must not start a session"
+    );
+    left.set_power(0.5).await.unwrap();
+    let id = robot
+        .session_id()
+        .expect("a monitored call starts a session");
+    assert_eq!(
+        events.recv().await.unwrap(),
+        ConnectionEvent::SessionStarted { id: id.clone() }
+    );
+    // Heartbeats (from the client's own thread) keep it alive well past the window.
+    let mut watch = observer(&server.addr, true).await;
+    tokio::time::sleep(4 * W).await;
+    assert!(
+        watch.is_moving().await.unwrap(),
+        "stopped while the client was alive"
+    );
+    assert_eq!(robot.session_id(), Some(id));
+    // Dropping the client ends the heartbeats; the machine stops the motor within the window.
+    drop((left, robot));
+    let gone = Instant::now();
+    while watch.is_moving().await.unwrap() {
+        assert!(
+            gone.elapsed() < 4 * W,
+            "motor still running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gone.elapsed() >= W / 2,
+        "stopped before the window could lapse: {:?}",
+        gone.elapsed()
+    );
+    assert!(connect_and_first_call < Duration::from_secs(2));
+}
+
+#[test]
+fn a_busy_application_does_not_starve_heartbeats() {
+    let server = Server::start(&["--config", config(false, "500ms", None).to_str().unwrap()]);
+    // The application's runtime has ONE thread, and the application blocks it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let robot = RobotClient::connect(&server.addr, Options::default())
+            .await
+            .unwrap();
+        let mut left = Motor::from_robot(&robot, "left");
+        left.set_power(0.4).await.unwrap();
+        std::thread::sleep(5 * W); // hogs the runtime: no task of this runtime can run
+        assert!(
+            left.is_moving().await.unwrap(),
+            "false expiry while the application was busy"
+        );
+        assert!(robot.session_id().is_some());
+        left.stop().await.unwrap();
+    });
+}
+
+#[tokio::test]
+async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried() {
+    // A long window, so the client's heartbeat thread (every W/5 = 1 s) is unlikely to notice
+    // the restart before the application's next call does.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let cfg = config(false, "5s", Some(&bind));
+    let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
+    let robot = RobotClient::connect(&bind, Options::default())
+        .await
+        .unwrap();
+    let mut events = robot.events();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.3).await.unwrap();
+    let first = robot.session_id().unwrap();
+    let _ = events.recv().await; // SessionStarted
+    // The machine restarts: it has never heard of the client's session.
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).unwrap();
+    let _server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
+    let err = loop {
+        match left.set_power(0.6).await {
+            // The old connection is dead: calls fail with a transport error until the transport
+            // has redialed the restarted machine. (Transport errors, not SESSION_EXPIRED.)
+            Err(tether_client::ClientError::Status(s))
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                    && s.message().contains("transport") =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect_err("the stale session must be refused"),
+        }
+    };
+    let tether_client::ClientError::Status(status) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::InvalidArgument, "SESSION_EXPIRED")
+    );
+    assert_eq!(
+        events.recv().await.unwrap(),
+        ConnectionEvent::SessionExpired { id: first.clone() }
+    );
+    assert!(
+        !left.is_moving().await.unwrap(),
+        "the refused command must not have run (no retry)"
+    );
+    // The next monitored call starts a new session and runs.
+    left.set_power(0.6).await.unwrap();
+    let second = robot.session_id().unwrap();
+    assert_ne!(first, second);
+    assert!(left.is_moving().await.unwrap());
+}

@@ -1,0 +1,216 @@
+//! The transport seam: a tower service that every generated client runs over.
+//!
+//! Each call reads the machine's current transport (so no client is ever left holding a dead
+//! connection once reconnection swaps it), adds the access token, and on safety-monitored
+//! methods adds `viam-sid`, starting the session first if there is none. A response that says
+//! the session expired ends the session locally and is passed to the caller as it is: never
+//! retried.
+
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
+use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
+use tokio::sync::broadcast;
+use tonic::transport::Channel;
+use tower::ServiceExt;
+
+use crate::session::ClientSession;
+use crate::{ApiKey, ClientError, ConnectionEvent, Options};
+
+/// The metadata key carrying the session id.
+pub(crate) const SESSION_ID_HEADER: &str = "viam-sid";
+
+/// How the machine is reached. WebRTC joins here as a second variant.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    /// Direct gRPC over HTTP/2.
+    Direct(Channel),
+}
+
+pub(crate) struct Inner {
+    pub(crate) address: String,
+    pub(crate) options: Options,
+    transport: RwLock<Transport>,
+    token: RwLock<Option<Arc<str>>>,
+    pub(crate) session: ClientSession,
+    events: broadcast::Sender<ConnectionEvent>,
+}
+
+impl Inner {
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        tracing::debug!(?event, "connection event");
+        let _ = self.events.send(event);
+    }
+
+    fn transport(&self) -> Transport {
+        self.transport
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn token(&self) -> Option<Arc<str>> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A channel to one machine, shared by every typed client of a [`crate::RobotClient`].
+#[derive(Clone)]
+pub struct RobotChannel {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Opens an HTTP/2 connection to `address` (plaintext h2c).
+pub(crate) async fn dial(address: &str) -> Result<Channel, ClientError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| ClientError::Address(address.to_string(), e.to_string()))?
+        .tcp_nodelay(true)
+        // Pings no more often than every 10 s: Go servers answer faster pings with GOAWAY.
+        // Dead links are found sooner by failed session heartbeats.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(|e| ClientError::Connect {
+        address: address.to_string(),
+        message: error_chain(&e),
+    })
+}
+
+/// Authenticates with an API key on `channel`; returns the access token.
+pub(crate) async fn authenticate(channel: &Channel, key: &ApiKey) -> Result<String, ClientError> {
+    AuthServiceClient::new(channel.clone())
+        .authenticate(AuthenticateRequest {
+            entity: key.id.clone(),
+            credentials: Some(Credentials {
+                r#type: "api-key".into(),
+                payload: key.key.clone(),
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().access_token)
+        .map_err(ClientError::Auth)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Adds the bearer token to a request's headers.
+pub(crate) fn authorize(headers: &mut http::HeaderMap, token: Option<&str>) {
+    if let Some(token) = token
+        && let Ok(value) = format!("Bearer {token}").parse()
+    {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+}
+
+impl RobotChannel {
+    /// Dials and authenticates within the dial timeout.
+    pub(crate) async fn connect(address: &str, options: Options) -> Result<Self, ClientError> {
+        let (events, _) = broadcast::channel(256);
+        let _ = events.send(ConnectionEvent::Connecting);
+        let _ = events.send(ConnectionEvent::Dialing {
+            method: "direct".into(),
+            attempt: 1,
+        });
+        let credentials = options.credentials.clone();
+        let work = async {
+            let channel = dial(address).await?;
+            let token = match &credentials {
+                Some(key) => Some(authenticate(&channel, key).await?),
+                None => None,
+            };
+            Ok::<_, ClientError>((channel, token))
+        };
+        let (channel, token) = tokio::time::timeout(options.dial_timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(address.to_string(), options.dial_timeout))??;
+        let _ = events.send(ConnectionEvent::Connected {
+            transport: "direct gRPC (h2c)".into(),
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                address: address.to_string(),
+                options,
+                transport: RwLock::new(Transport::Direct(channel)),
+                token: RwLock::new(token.map(Arc::from)),
+                session: ClientSession::default(),
+                events,
+            }),
+        })
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn session_id(&self) -> Option<String> {
+        self.inner.session.current_id()
+    }
+
+    /// The session id to put on a monitored call, starting a session if needed (`None` when
+    /// sessions are disabled or the machine does not offer them).
+    pub(crate) async fn ensure_session(&self) -> Result<String, tonic::Status> {
+        self.inner
+            .session
+            .ensure(self)
+            .await?
+            .ok_or_else(|| tonic::Status::failed_precondition("sessions are disabled"))
+    }
+}
+
+fn session_expired<B>(response: &http::Response<B>) -> bool {
+    let h = response.headers();
+    h.get("grpc-status").is_some_and(|v| v == "3")
+        && h.get("grpc-message")
+            .is_some_and(|v| v == "SESSION_EXPIRED")
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the current transport's, checked per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let inner = &this.inner;
+            authorize(req.headers_mut(), inner.token().as_deref());
+            let monitored = !inner.options.disable_sessions
+                && tether_proto::is_safety_monitored(req.uri().path());
+            let sid = if monitored {
+                inner.session.ensure(&this).await?
+            } else {
+                None
+            };
+            if let Some(sid) = &sid {
+                req.headers_mut().insert(SESSION_ID_HEADER, sid.parse()?);
+            }
+            let response = match inner.transport() {
+                Transport::Direct(channel) => channel.oneshot(req).await?,
+            };
+            if let Some(sid) = sid
+                && session_expired(&response)
+                && inner.session.end(&sid)
+            {
+                inner.emit(ConnectionEvent::SessionExpired { id: sid });
+            }
+            Ok(response)
+        })
+    }
+}

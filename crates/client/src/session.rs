@@ -1,0 +1,212 @@
+//! The client's session: started lazily, heartbeated from a thread of its own, ended when the
+//! machine says it expired.
+//!
+//! The heartbeat thread owns a current-thread runtime and its own authenticated connection (as
+//! the official SDKs heartbeat on a second connection), so nothing the application does to its
+//! own runtime — a blocking task, a busy loop — can delay a heartbeat. It exits when the
+//! session ends or the client is dropped; the machine then stops what the session drove once
+//! the window lapses.
+
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
+use tether_proto::viam::robot::v1::{SendSessionHeartbeatRequest, StartSessionRequest};
+
+use crate::ConnectionEvent;
+use crate::channel::{Inner, RobotChannel, authenticate, authorize, dial};
+
+#[derive(Default)]
+struct State {
+    /// The live session.
+    id: Option<String>,
+    /// The last session, for `resume` after a reconnection.
+    last: Option<String>,
+    /// The machine has no sessions (StartSession is UNIMPLEMENTED).
+    unsupported: bool,
+}
+
+/// The client side of one machine's session.
+#[derive(Default)]
+pub(crate) struct ClientSession {
+    state: Mutex<State>,
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl ClientSession {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn current_id(&self) -> Option<String> {
+        self.state().id.clone()
+    }
+
+    fn is_current(&self, id: &str) -> bool {
+        self.state().id.as_deref() == Some(id)
+    }
+
+    /// Ends session `id` if it is the live one; true if it was.
+    pub(crate) fn end(&self, id: &str) -> bool {
+        let mut s = self.state();
+        if s.id.as_deref() == Some(id) {
+            s.id = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The live session's id, starting one (once, however many calls race) if there is none.
+    pub(crate) async fn ensure(
+        &self,
+        channel: &RobotChannel,
+    ) -> Result<Option<String>, tonic::Status> {
+        {
+            let s = self.state();
+            if s.unsupported {
+                return Ok(None);
+            }
+            if let Some(id) = &s.id {
+                return Ok(Some(id.clone()));
+            }
+        }
+        let _starting = self.starting.lock().await;
+        let resume = {
+            let s = self.state();
+            if let Some(id) = &s.id {
+                return Ok(Some(id.clone()));
+            }
+            s.last.clone().unwrap_or_default()
+        };
+        let started = RobotServiceClient::new(channel.clone())
+            .start_session(StartSessionRequest {
+                resume: resume.clone(),
+            })
+            .await;
+        let response = match started {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                self.state().unsupported = true;
+                return Ok(None);
+            }
+            Err(status) => return Err(status),
+        };
+        let window = response
+            .heartbeat_window
+            .and_then(|w| Duration::try_from(w).ok())
+            .filter(|w| !w.is_zero())
+            .ok_or_else(|| {
+                tonic::Status::internal("the machine answered StartSession without a window")
+            })?;
+        let id = response.id;
+        {
+            let mut s = self.state();
+            s.id = Some(id.clone());
+            s.last = Some(id.clone());
+        }
+        let inner = &channel.inner;
+        inner.emit(if id == resume {
+            ConnectionEvent::SessionResumed { id: id.clone() }
+        } else {
+            ConnectionEvent::SessionStarted { id: id.clone() }
+        });
+        spawn_heartbeats(std::sync::Arc::downgrade(inner), id.clone(), window);
+        Ok(Some(id))
+    }
+}
+
+/// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
+/// or the client is gone.
+fn spawn_heartbeats(client: Weak<Inner>, id: String, window: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("tether-heartbeat".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the heartbeat runtime");
+                    return;
+                }
+            };
+            runtime.block_on(heartbeat_loop(client, id, window));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the heartbeat thread");
+    }
+}
+
+async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
+    let period = window / 5;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connection = None;
+    loop {
+        tick.tick().await;
+        let (address, credentials) = {
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            if !inner.session.is_current(&id) {
+                return;
+            }
+            (inner.address.clone(), inner.options.credentials.clone())
+        };
+        if connection.is_none() {
+            let dialed = tokio::time::timeout(window, async {
+                let channel = dial(&address).await?;
+                let token = match &credentials {
+                    Some(key) => Some(authenticate(&channel, key).await?),
+                    None => None,
+                };
+                Ok::<_, crate::ClientError>((channel, token))
+            })
+            .await;
+            match dialed {
+                Ok(Ok(c)) => connection = Some(c),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "heartbeat connection failed");
+                    continue;
+                }
+                Err(_) => continue,
+            }
+        }
+        let Some((channel, token)) = &connection else {
+            continue;
+        };
+        let mut request = tonic::Request::new(SendSessionHeartbeatRequest { id: id.clone() });
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        authorize(&mut headers, token.as_deref());
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        let sent = tokio::time::timeout(
+            window,
+            RobotServiceClient::new(channel.clone()).send_session_heartbeat(request),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(status))
+                if status.code() == tonic::Code::InvalidArgument
+                    && status.message() == "SESSION_EXPIRED" =>
+            {
+                if let Some(inner) = client.upgrade()
+                    && inner.session.end(&id)
+                {
+                    inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
+                }
+                return;
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(%status, "heartbeat failed; redialing");
+                connection = None;
+            }
+            Err(_) => {
+                tracing::debug!("heartbeat timed out; redialing");
+                connection = None;
+            }
+        }
+    }
+}
