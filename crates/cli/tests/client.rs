@@ -178,3 +178,205 @@ async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried(
     assert_ne!(first, second);
     assert!(left.is_moving().await.unwrap());
 }
+
+use common::Proxy;
+use tether_client::backoff::BackoffPolicy;
+
+/// Collects events until `pred` matches one (or the time runs out).
+async fn until(
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    limit: Duration,
+    pred: impl Fn(&ConnectionEvent) -> bool,
+) -> Vec<ConnectionEvent> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let e = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(_)) => break,
+            Err(_) => break,
+        };
+        let done = pred(&e);
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
+    let server = Server::start(&["--config", config(true, "2s", None).to_str().unwrap()]);
+    let proxy = Proxy::start(&server.addr).await;
+    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID))
+        .await
+        .unwrap();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.5).await.unwrap();
+    let id = robot.session_id().unwrap();
+    let mut events = robot.events();
+    let mut watch = observer(&server.addr, true).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.restore();
+    let seen = until(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, ConnectionEvent::SessionResumed { .. })
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Disconnected { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Reconnecting { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Connected { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&ConnectionEvent::SessionResumed { id: id.clone() }),
+        "{seen:?}"
+    );
+    assert!(
+        watch.is_moving().await.unwrap(),
+        "the motor was stopped by a short cut"
+    );
+    // The same typed client works over the new transport, in the same session.
+    left.set_power(0.6).await.unwrap();
+    assert_eq!(robot.session_id(), Some(id));
+}
+
+#[tokio::test]
+async fn a_cut_longer_than_the_window_stops_the_motor_and_the_client_says_so() {
+    let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
+    let proxy = Proxy::start(&server.addr).await;
+    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID))
+        .await
+        .unwrap();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.5).await.unwrap();
+    let id = robot.session_id().unwrap();
+    let mut events = robot.events();
+    let mut watch = observer(&server.addr, true).await;
+    proxy.cut();
+    tokio::time::sleep(4 * W).await;
+    assert!(
+        !watch.is_moving().await.unwrap(),
+        "the machine must stop a motor whose commander vanished"
+    );
+    proxy.restore();
+    let seen = until(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, ConnectionEvent::SessionExpired { .. })
+    })
+    .await;
+    assert!(
+        seen.contains(&ConnectionEvent::SessionExpired { id: id.clone() }),
+        "{seen:?}"
+    );
+    assert!(
+        !watch.is_moving().await.unwrap(),
+        "nothing may restart by itself"
+    );
+    left.set_power(0.5).await.unwrap();
+    assert_ne!(robot.session_id().unwrap(), id);
+    assert!(watch.is_moving().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_machine_gone_for_good_ends_in_reconnection_failed_on_schedule() {
+    let mut server = Server::start(&["--config", config(false, "500ms", None).to_str().unwrap()]);
+    let mut options = Options::default();
+    options.backoff = BackoffPolicy {
+        first_delay: Duration::from_millis(50),
+        multiplier: 2.0,
+        max_delay: Duration::from_secs(1),
+        max_attempts: 4,
+        jitter: 0.0,
+    };
+    let robot = RobotClient::connect(&server.addr, options).await.unwrap();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.5).await.unwrap();
+    let mut events = robot.events();
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).unwrap();
+    let t0 = Instant::now();
+    let seen = until(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, ConnectionEvent::ReconnectionFailed { .. })
+    })
+    .await;
+    let delays: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Reconnecting { delay, .. } => Some(delay.as_millis()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [50, 100, 200, 400], "{seen:?}");
+    assert_eq!(
+        seen.last(),
+        Some(&ConnectionEvent::ReconnectionFailed { attempts: 4 })
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The client is still usable: calls fail with a clear error instead of hanging or exiting.
+    assert!(left.position().await.is_err());
+}
+
+#[tokio::test]
+async fn a_restarted_machine_is_reconnected_with_a_new_session() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let cfg = config(true, "500ms", Some(&bind));
+    let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
+    let robot = RobotClient::connect(&bind, Options::with_api_key(KEY, KEY_ID))
+        .await
+        .unwrap();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.5).await.unwrap();
+    let first = robot.session_id().unwrap();
+    let mut events = robot.events();
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).unwrap();
+    let _server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
+    // The heartbeat thread may reach the new process (and learn the session is gone) before
+    // or after the supervisor reconnects the main transport: wait for both, in either order.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.extend(
+            until(&mut events, Duration::from_secs(10), |e| {
+                matches!(
+                    e,
+                    ConnectionEvent::SessionExpired { .. } | ConnectionEvent::Connected { .. }
+                )
+            })
+            .await,
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Connected { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&ConnectionEvent::SessionExpired { id: first.clone() }),
+        "{seen:?}"
+    );
+    // The new machine process never saw the old token or session; the client re-authenticated.
+    left.set_power(0.4).await.unwrap();
+    assert_ne!(robot.session_id().unwrap(), first);
+    assert!(left.is_moving().await.unwrap());
+}

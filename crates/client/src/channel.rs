@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
 use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tonic::transport::Channel;
 use tower::ServiceExt;
 
@@ -37,6 +37,7 @@ pub(crate) struct Inner {
     token: RwLock<Option<Arc<str>>>,
     pub(crate) session: ClientSession,
     events: broadcast::Sender<ConnectionEvent>,
+    suspicions: mpsc::UnboundedSender<String>,
 }
 
 impl Inner {
@@ -45,7 +46,23 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    fn transport(&self) -> Transport {
+    /// Tells the supervisor the connection may be lost.
+    pub(crate) fn suspect(&self, cause: String) {
+        let _ = self.suspicions.send(cause);
+    }
+
+    /// Whether the application turned reconnection off.
+    pub(crate) fn reconnect_disabled(&self) -> bool {
+        self.options.backoff.max_attempts == 0
+    }
+
+    /// Puts a new transport (and token) in place for every client at once.
+    pub(crate) fn replace_transport(&self, transport: Transport, token: Option<String>) {
+        *self.transport.write().unwrap_or_else(|p| p.into_inner()) = transport;
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token.map(Arc::from);
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
         self.transport
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -138,16 +155,21 @@ impl RobotChannel {
         let _ = events.send(ConnectionEvent::Connected {
             transport: "direct gRPC (h2c)".into(),
         });
-        Ok(Self {
-            inner: Arc::new(Inner {
-                address: address.to_string(),
-                options,
-                transport: RwLock::new(Transport::Direct(channel)),
-                token: RwLock::new(token.map(Arc::from)),
-                session: ClientSession::default(),
-                events,
-            }),
-        })
+        let (suspicions, suspected) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            address: address.to_string(),
+            options,
+            transport: RwLock::new(Transport::Direct(channel)),
+            token: RwLock::new(token.map(Arc::from)),
+            session: ClientSession::default(),
+            events,
+            suspicions,
+        });
+        tokio::spawn(crate::reconnect::supervise(
+            Arc::downgrade(&inner),
+            suspected,
+        ));
+        Ok(Self { inner })
     }
 
     pub(crate) fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
@@ -202,7 +224,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {
                 req.headers_mut().insert(SESSION_ID_HEADER, sid.parse()?);
             }
             let response = match inner.transport() {
-                Transport::Direct(channel) => channel.oneshot(req).await?,
+                Transport::Direct(channel) => match channel.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        inner.suspect(format!("call failed: {e}"));
+                        return Err(e.into());
+                    }
+                },
             };
             if let Some(sid) = sid
                 && session_expired(&response)

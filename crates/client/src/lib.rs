@@ -19,6 +19,7 @@
 
 pub mod backoff;
 mod channel;
+mod reconnect;
 mod session;
 
 use std::time::Duration;
@@ -55,7 +56,7 @@ pub struct Options {
     pub dial_timeout: Duration,
     /// Never start sessions (no safety stop if this client vanishes).
     pub disable_sessions: bool,
-    /// Reconnection pacing.
+    /// Reconnection pacing (`max_attempts: 0` never reconnects).
     pub backoff: backoff::BackoffPolicy,
 }
 
@@ -94,6 +95,11 @@ pub enum ConnectionEvent {
     Connected { transport: String },
     /// The connection was lost.
     Disconnected { cause: String },
+    /// Reconnection attempt `attempt` starts after `delay`.
+    Reconnecting { attempt: u32, delay: Duration },
+    /// Every attempt failed; the client waits for the application (see
+    /// [`RobotClient::reconnect`]).
+    ReconnectionFailed { attempts: u32 },
     /// A session was started.
     SessionStarted { id: String },
     /// A session was resumed.
@@ -173,6 +179,12 @@ impl RobotClient {
     /// The current session id, if a session is active.
     pub fn session_id(&self) -> Option<String> {
         self.channel.session_id()
+    }
+
+    /// Reconnects now (for example after `ReconnectionFailed`), on the backoff schedule.
+    /// Returns whether it connected.
+    pub async fn reconnect(&self) -> bool {
+        reconnect::reconnect(&self.channel.inner).await
     }
 
     /// Starts (or returns) the session now instead of before the first monitored call.

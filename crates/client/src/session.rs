@@ -24,6 +24,8 @@ struct State {
     last: Option<String>,
     /// The machine has no sessions (StartSession is UNIMPLEMENTED).
     unsupported: bool,
+    /// The live session's window.
+    window: Option<Duration>,
 }
 
 /// The client side of one machine's session.
@@ -40,6 +42,50 @@ impl ClientSession {
 
     pub(crate) fn current_id(&self) -> Option<String> {
         self.state().id.clone()
+    }
+
+    /// The live session's heartbeat window.
+    pub(crate) fn window(&self) -> Option<Duration> {
+        let s = self.state();
+        s.id.as_ref().and(s.window)
+    }
+
+    /// After a reconnection: asks the machine to resume `id`. True if it did; if it answered
+    /// with another session, `id` expired: that is reported and the new session adopted.
+    pub(crate) async fn resume(
+        &self,
+        channel: &RobotChannel,
+        id: &str,
+    ) -> Result<bool, tonic::Status> {
+        let _starting = self.starting.lock().await;
+        if !self.is_current(id) {
+            return Ok(false);
+        }
+        let response = RobotServiceClient::new(channel.clone())
+            .start_session(StartSessionRequest { resume: id.into() })
+            .await?
+            .into_inner();
+        if response.id == id {
+            return Ok(true);
+        }
+        let window = response
+            .heartbeat_window
+            .and_then(|w| Duration::try_from(w).ok())
+            .filter(|w| !w.is_zero())
+            .unwrap_or(Duration::from_secs(2));
+        {
+            let mut s = self.state();
+            s.id = Some(response.id.clone());
+            s.last = Some(response.id.clone());
+            s.window = Some(window);
+        }
+        let inner = &channel.inner;
+        inner.emit(ConnectionEvent::SessionExpired { id: id.into() });
+        inner.emit(ConnectionEvent::SessionStarted {
+            id: response.id.clone(),
+        });
+        spawn_heartbeats(std::sync::Arc::downgrade(inner), response.id, window);
+        Ok(false)
     }
 
     fn is_current(&self, id: &str) -> bool {
@@ -104,6 +150,7 @@ impl ClientSession {
             let mut s = self.state();
             s.id = Some(id.clone());
             s.last = Some(id.clone());
+            s.window = Some(window);
         }
         let inner = &channel.inner;
         inner.emit(if id == resume {
@@ -169,6 +216,9 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
                 Ok(Ok(c)) => connection = Some(c),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "heartbeat connection failed");
+                    if let Some(inner) = client.upgrade() {
+                        inner.suspect(format!("heartbeat connection failed: {e}"));
+                    }
                     continue;
                 }
                 Err(_) => continue,
@@ -181,8 +231,9 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
         let mut headers = std::mem::take(request.metadata_mut()).into_headers();
         authorize(&mut headers, token.as_deref());
         *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        // Half a window per heartbeat: a dead link is noticed well within one window.
         let sent = tokio::time::timeout(
-            window,
+            window / 2,
             RobotServiceClient::new(channel.clone()).send_session_heartbeat(request),
         )
         .await;
@@ -202,10 +253,16 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
             Ok(Err(status)) => {
                 tracing::debug!(%status, "heartbeat failed; redialing");
                 connection = None;
+                if let Some(inner) = client.upgrade() {
+                    inner.suspect(format!("heartbeat failed: {}", status.message()));
+                }
             }
             Err(_) => {
                 tracing::debug!("heartbeat timed out; redialing");
                 connection = None;
+                if let Some(inner) = client.upgrade() {
+                    inner.suspect("heartbeat timed out".into());
+                }
             }
         }
     }

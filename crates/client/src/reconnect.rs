@@ -1,0 +1,161 @@
+//! The reconnect supervisor: one task per client, woken when the connection is suspected lost.
+//!
+//! Suspicion comes from failed heartbeats (each gets half a window, so a dead link is noticed
+//! within about one window) and from transport errors on application calls. The supervisor
+//! probes the current transport; if it is really gone, it reports `Disconnected`, then dials
+//! again on the [`crate::backoff`] schedule, reporting each step. On success the new transport
+//! replaces the old one for every typed client at once, and the session is resumed
+//! (`StartSession{resume}`) — or reported expired if the machine has already stopped what it
+//! drove. After the last attempt it reports `ReconnectionFailed` and waits: the application
+//! decides what happens next; the library never exits the process.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tether_proto::viam::robot::v1::ResourceNamesRequest;
+use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
+use tokio::sync::mpsc;
+
+use crate::backoff::{Backoff, Failure, Next};
+use crate::channel::{Inner, RobotChannel, Transport, authenticate, authorize, dial};
+use crate::{ClientError, ConnectionEvent};
+
+/// How long a probe of a suspect connection may take.
+fn probe_timeout(inner: &Inner) -> Duration {
+    inner.session.window().map_or(Duration::from_secs(2), |w| {
+        (w / 2).max(Duration::from_millis(50))
+    })
+}
+
+/// A cheap call on the current transport, bypassing sessions.
+async fn probe(inner: &Inner) -> Result<(), String> {
+    let Transport::Direct(channel) = inner.transport();
+    let mut request = tonic::Request::new(ResourceNamesRequest {});
+    let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+    authorize(&mut headers, inner.token().as_deref());
+    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+    match tokio::time::timeout(
+        probe_timeout(inner),
+        RobotServiceClient::new(channel).resource_names(request),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(_) => Err("no answer to a probe".into()),
+    }
+}
+
+/// Which dial failures can never succeed by retrying.
+fn classify(e: &ClientError) -> Failure {
+    match e {
+        ClientError::Auth(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unauthenticated
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::InvalidArgument
+            ) =>
+        {
+            Failure::Permanent
+        }
+        ClientError::Address(..) => Failure::Permanent,
+        ClientError::Connect { message, .. } if message.contains("failed to lookup address") => {
+            Failure::Permanent
+        }
+        _ => Failure::Transient,
+    }
+}
+
+/// A jitter sample in [0, 1) without a dependency: the sub-second clock is random enough to
+/// spread a fleet's retries.
+fn jitter_sample() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Runs until the client is dropped.
+pub(crate) async fn supervise(
+    client: Weak<Inner>,
+    mut suspicions: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(cause) = suspicions.recv().await {
+        let Some(inner) = client.upgrade() else {
+            return;
+        };
+        while suspicions.try_recv().is_ok() {}
+        if probe(&inner).await.is_ok() {
+            continue;
+        }
+        inner.emit(ConnectionEvent::Disconnected { cause });
+        if inner.reconnect_disabled() {
+            continue;
+        }
+        reconnect(&inner).await;
+        // Suspicions raised while reconnecting are about the old transport.
+        while suspicions.try_recv().is_ok() {}
+    }
+}
+
+/// Dials on the backoff schedule until connected or out of attempts.
+pub(crate) async fn reconnect(inner: &Arc<Inner>) -> bool {
+    let mut backoff = Backoff::new(inner.options.backoff.clone());
+    let mut last = None;
+    loop {
+        let (attempt, delay) = match backoff.next(last, jitter_sample()) {
+            Next::GiveUp { attempts } => {
+                inner.emit(ConnectionEvent::ReconnectionFailed { attempts });
+                return false;
+            }
+            Next::RetryAfter { attempt, delay } => (attempt, delay),
+        };
+        inner.emit(ConnectionEvent::Reconnecting { attempt, delay });
+        tokio::time::sleep(delay).await;
+        inner.emit(ConnectionEvent::Dialing {
+            method: "direct".into(),
+            attempt,
+        });
+        let dialed = tokio::time::timeout(inner.options.dial_timeout, async {
+            let channel = dial(&inner.address).await?;
+            let token = match &inner.options.credentials {
+                Some(key) => Some(authenticate(&channel, key).await?),
+                None => None,
+            };
+            Ok::<_, ClientError>((channel, token))
+        })
+        .await;
+        match dialed {
+            Ok(Ok((channel, token))) => {
+                inner.replace_transport(Transport::Direct(channel), token);
+                inner.emit(ConnectionEvent::Connected {
+                    transport: "direct gRPC (h2c)".into(),
+                });
+                resume_session(inner).await;
+                return true;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(attempt, error = %e, "reconnection attempt failed");
+                last = Some(classify(&e));
+            }
+            Err(_) => last = Some(Failure::Transient),
+        }
+    }
+}
+
+/// After a reconnection: keep the session if the machine still has it, else say it expired.
+async fn resume_session(inner: &Arc<Inner>) {
+    let Some(id) = inner.session.current_id() else {
+        return;
+    };
+    let channel = RobotChannel {
+        inner: inner.clone(),
+    };
+    match inner.session.resume(&channel, &id).await {
+        Ok(true) => inner.emit(ConnectionEvent::SessionResumed { id }),
+        Ok(false) => {}
+        Err(status) => tracing::debug!(%status, "resuming the session failed"),
+    }
+}
