@@ -292,13 +292,15 @@ async fn a_cut_longer_than_the_window_stops_the_motor_and_the_client_says_so() {
 #[tokio::test]
 async fn a_machine_gone_for_good_ends_in_reconnection_failed_on_schedule() {
     let mut server = Server::start(&["--config", config(false, "500ms", None).to_str().unwrap()]);
-    let mut options = Options::default();
-    options.backoff = BackoffPolicy {
-        first_delay: Duration::from_millis(50),
-        multiplier: 2.0,
-        max_delay: Duration::from_secs(1),
-        max_attempts: 4,
-        jitter: 0.0,
+    let options = Options {
+        backoff: BackoffPolicy {
+            first_delay: Duration::from_millis(50),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(1),
+            max_attempts: 4,
+            jitter: 0.0,
+        },
+        ..Options::default()
     };
     let robot = RobotClient::connect(&server.addr, options).await.unwrap();
     let mut left = Motor::from_robot(&robot, "left");
