@@ -35,6 +35,37 @@ enum Command {
     Serve(ServeArgs),
     /// Write a self-signed TLS certificate and key (PEM) for a machine name.
     Cert(CertArgs),
+    /// Connect to a machine, list its resources, and print connection events as they happen.
+    Connect(ConnectArgs),
+}
+
+#[derive(clap::Args)]
+struct ConnectArgs {
+    /// The machine's address, host:port.
+    address: String,
+    /// API key (with --api-key-id).
+    #[arg(long, requires = "api_key_id")]
+    api_key: Option<String>,
+    /// API key id (with --api-key).
+    #[arg(long, requires = "api_key")]
+    api_key_id: Option<String>,
+    /// Plaintext (h2c) instead of TLS.
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+    /// Verify the machine's TLS certificate against this CA file (PEM), e.g. its self-signed one.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How often to check the connection while nothing else happens.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime_like)]
+    check_interval: std::time::Duration,
+}
+
+/// Parses "1s", "500ms", "2m" (Go-style, as config files write durations).
+fn humantime_like(s: &str) -> Result<std::time::Duration, String> {
+    tether_machine::config::parse_go_duration(s)
 }
 
 #[derive(clap::Args)]
@@ -90,6 +121,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Cert(args) => cert(args),
+        Command::Connect(args) => runtime.block_on(connect(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,6 +231,115 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    use tether_client::{ConnectionEvent, Options, RobotClient};
+    let mut options = match (&args.api_key, &args.api_key_id) {
+        (Some(key), Some(id)) => Options::with_api_key(key.clone(), id.clone()),
+        _ => Options::default(),
+    };
+    if args.insecure {
+        options = options.insecure();
+    }
+    if let Some(ca) = &args.ca {
+        options = options.with_ca(ca.clone());
+    }
+    let print = |event: &ConnectionEvent| {
+        if args.json {
+            println!("{}", event_json(event));
+        } else {
+            println!("{}", event_text(event));
+        }
+    };
+    print(&ConnectionEvent::Connecting);
+    let robot = RobotClient::connect(&args.address, options).await?;
+    let mut events = robot.events();
+    print(&ConnectionEvent::Connected {
+        transport: "direct gRPC".into(),
+    });
+    let resources = robot.resource_names().await?;
+    if args.json {
+        let names: Vec<_> = resources
+            .iter()
+            .map(|r| format!("{}:{}:{}/{}", r.namespace, r.r#type, r.subtype, r.name))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"event": "resources", "resources": names})
+        );
+    } else {
+        println!("{} resources:", resources.len());
+        for r in &resources {
+            println!("  {}:{}:{}/{}", r.namespace, r.r#type, r.subtype, r.name);
+        }
+    }
+    let mut check = tokio::time::interval(args.check_interval);
+    let interrupted = shutdown_signal()?;
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            event = events.recv() => match event {
+                Ok(e) => print(&e),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("({n} events missed)");
+                }
+                Err(_) => return Ok(()),
+            },
+            // A cheap call now and then: a dead link is noticed (and reconnected) even when
+            // nothing else is happening.
+            _ = check.tick() => {
+                let _ = tokio::time::timeout(args.check_interval, robot.resource_names()).await;
+            }
+        }
+    }
+}
+
+fn event_text(e: &tether_client::ConnectionEvent) -> String {
+    use tether_client::ConnectionEvent as E;
+    match e {
+        E::Connecting => "connecting".into(),
+        E::Dialing { method, attempt } => format!("dialing ({method}, attempt {attempt})"),
+        E::Connected { transport } => format!("connected ({transport})"),
+        E::Disconnected { cause } => format!("disconnected: {cause}"),
+        E::Reconnecting { attempt, delay } => {
+            format!(
+                "reconnecting: attempt {attempt} in {} ms",
+                delay.as_millis()
+            )
+        }
+        E::ReconnectionFailed { attempts } => {
+            format!("reconnection failed after {attempts} attempts")
+        }
+        E::SessionStarted { id } => format!("session started ({id})"),
+        E::SessionResumed { id } => format!("session resumed ({id})"),
+        E::SessionExpired { id } => {
+            format!("session expired ({id}): the machine stopped what it drove")
+        }
+    }
+}
+
+fn event_json(e: &tether_client::ConnectionEvent) -> serde_json::Value {
+    use serde_json::json;
+    use tether_client::ConnectionEvent as E;
+    match e {
+        E::Connecting => json!({"event": "connecting"}),
+        E::Dialing { method, attempt } => {
+            json!({"event": "dialing", "method": method, "attempt": attempt})
+        }
+        E::Connected { transport } => json!({"event": "connected", "transport": transport}),
+        E::Disconnected { cause } => json!({"event": "disconnected", "cause": cause}),
+        E::Reconnecting { attempt, delay } => {
+            json!({"event": "reconnecting", "attempt": attempt, "delay_ms": delay.as_millis() as u64})
+        }
+        E::ReconnectionFailed { attempts } => {
+            json!({"event": "reconnection_failed", "attempts": attempts})
+        }
+        E::SessionStarted { id } => json!({"event": "session_started", "id": id}),
+        E::SessionResumed { id } => json!({"event": "session_resumed", "id": id}),
+        E::SessionExpired { id } => json!({"event": "session_expired", "id": id}),
+    }
 }
 
 fn cert(args: CertArgs) -> anyhow::Result<()> {

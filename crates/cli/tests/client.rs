@@ -36,9 +36,9 @@ fn config(auth: bool, window: &str, bind: Option<&str>) -> std::path::PathBuf {
 /// An observer that never starts a session.
 async fn observer(addr: &str, auth: bool) -> Motor {
     let mut options = if auth {
-        Options::with_api_key(KEY, KEY_ID)
+        Options::with_api_key(KEY, KEY_ID).insecure()
     } else {
-        Options::default()
+        Options::default().insecure()
     };
     options.disable_sessions = true;
     let robot = RobotClient::connect(addr, options).await.unwrap();
@@ -49,7 +49,7 @@ async fn observer(addr: &str, auth: bool) -> Motor {
 async fn sessions_start_lazily_heartbeat_on_their_own_and_lapse_when_the_client_goes() {
     let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
     let t0 = Instant::now();
-    let robot = RobotClient::connect(&server.addr, Options::with_api_key(KEY, KEY_ID))
+    let robot = RobotClient::connect(&server.addr, Options::with_api_key(KEY, KEY_ID).insecure())
         .await
         .unwrap();
     let mut events = robot.events();
@@ -105,7 +105,7 @@ fn a_busy_application_does_not_starve_heartbeats() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let robot = RobotClient::connect(&server.addr, Options::default())
+        let robot = RobotClient::connect(&server.addr, Options::default().insecure())
             .await
             .unwrap();
         let mut left = Motor::from_robot(&robot, "left");
@@ -132,7 +132,7 @@ async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried(
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(false, "5s", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
-    let robot = RobotClient::connect(&bind, Options::default())
+    let robot = RobotClient::connect(&bind, Options::default().insecure())
         .await
         .unwrap();
     let mut events = robot.events();
@@ -209,7 +209,7 @@ async fn until(
 async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
     let server = Server::start(&["--config", config(true, "2s", None).to_str().unwrap()]);
     let proxy = Proxy::start(&server.addr).await;
-    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID))
+    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID).insecure())
         .await
         .unwrap();
     let mut left = Motor::from_robot(&robot, "left");
@@ -257,7 +257,7 @@ async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
 async fn a_cut_longer_than_the_window_stops_the_motor_and_the_client_says_so() {
     let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
     let proxy = Proxy::start(&server.addr).await;
-    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID))
+    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID).insecure())
         .await
         .unwrap();
     let mut left = Motor::from_robot(&robot, "left");
@@ -300,7 +300,7 @@ async fn a_machine_gone_for_good_ends_in_reconnection_failed_on_schedule() {
             max_attempts: 4,
             jitter: 0.0,
         },
-        ..Options::default()
+        ..Options::default().insecure()
     };
     let robot = RobotClient::connect(&server.addr, options).await.unwrap();
     let mut left = Motor::from_robot(&robot, "left");
@@ -344,7 +344,7 @@ async fn a_restarted_machine_is_reconnected_with_a_new_session() {
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(true, "500ms", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
-    let robot = RobotClient::connect(&bind, Options::with_api_key(KEY, KEY_ID))
+    let robot = RobotClient::connect(&bind, Options::with_api_key(KEY, KEY_ID).insecure())
         .await
         .unwrap();
     let mut left = Motor::from_robot(&robot, "left");
@@ -381,4 +381,70 @@ async fn a_restarted_machine_is_reconnected_with_a_new_session() {
     left.set_power(0.4).await.unwrap();
     assert_ne!(robot.session_id().unwrap(), first);
     assert!(left.is_moving().await.unwrap());
+}
+
+#[test]
+fn tether_connect_prints_resources_and_live_events() {
+    use std::io::BufRead;
+    let server = Server::start(&[]);
+    let mut connect = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "connect",
+            &server.addr,
+            "--insecure",
+            "--json",
+            "--check-interval",
+            "200ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = connect.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next_event = |want: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains(&format!(r#""event":"{want}""#)) {
+                return line;
+            }
+        }
+        panic!("no {want} event");
+    };
+    next_event("connected");
+    let resources = next_event("resources");
+    assert!(
+        resources.contains("rdk:component:motor/left"),
+        "{resources}"
+    );
+    // The machine goes away: the connection loss and the reconnection attempts are reported.
+    server.signal("KILL");
+    next_event("disconnected");
+    let reconnecting = next_event("reconnecting");
+    assert!(reconnecting.contains(r#""attempt":1"#), "{reconnecting}");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &connect.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = connect.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tether connect did not exit on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tower::ServiceExt;
 
 use crate::session::ClientSession;
-use crate::{ApiKey, ClientError, ConnectionEvent, Options};
+use crate::{ApiKey, ClientError, ConnectionEvent, Options, Tls};
 
 /// The metadata key carrying the session id.
 pub(crate) const SESSION_ID_HEADER: &str = "viam-sid";
@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     transport: RwLock<Transport>,
     token: RwLock<Option<Arc<str>>>,
+    /// `Bearer <token>`, built once per token rather than per call.
+    bearer: RwLock<Option<http::HeaderValue>>,
     pub(crate) session: ClientSession,
     events: broadcast::Sender<ConnectionEvent>,
     suspicions: mpsc::UnboundedSender<String>,
@@ -59,7 +61,15 @@ impl Inner {
     /// Puts a new transport (and token) in place for every client at once.
     pub(crate) fn replace_transport(&self, transport: Transport, token: Option<String>) {
         *self.transport.write().unwrap_or_else(|p| p.into_inner()) = transport;
+        *self.bearer.write().unwrap_or_else(|p| p.into_inner()) = bearer_header(token.as_deref());
         *self.token.write().unwrap_or_else(|p| p.into_inner()) = token.map(Arc::from);
+    }
+
+    fn bearer(&self) -> Option<http::HeaderValue> {
+        self.bearer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn transport(&self) -> Transport {
@@ -80,10 +90,36 @@ pub struct RobotChannel {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// Opens an HTTP/2 connection to `address` (plaintext h2c).
-pub(crate) async fn dial(address: &str) -> Result<Channel, ClientError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| ClientError::Address(address.to_string(), e.to_string()))?
+/// Opens an HTTP/2 connection to `address`, with TLS unless `tls` says otherwise.
+pub(crate) async fn dial(address: &str, tls: &Tls) -> Result<Channel, ClientError> {
+    let bad = |e: String| ClientError::Address(address.to_string(), e);
+    let scheme = if *tls == Tls::Insecure {
+        "http"
+    } else {
+        "https"
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| bad(e.to_string()))?;
+    if *tls != Tls::Insecure {
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut config = tonic::transport::ClientTlsConfig::new().domain_name(host);
+        config = match tls {
+            Tls::CaFile(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad(format!("cannot read CA file {}: {e}", path.display())))?;
+                config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            _ => config.with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let endpoint = endpoint
         .tcp_nodelay(true)
         // Pings no more often than every 10 s: Go servers answer faster pings with GOAWAY.
         // Dead links are found sooner by failed session heartbeats.
@@ -122,6 +158,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
+fn bearer_header(token: Option<&str>) -> Option<http::HeaderValue> {
+    format!("Bearer {}", token?).parse().ok()
+}
+
 /// Adds the bearer token to a request's headers.
 pub(crate) fn authorize(headers: &mut http::HeaderMap, token: Option<&str>) {
     if let Some(token) = token
@@ -142,7 +182,7 @@ impl RobotChannel {
         });
         let credentials = options.credentials.clone();
         let work = async {
-            let channel = dial(address).await?;
+            let channel = dial(address, &options.tls).await?;
             let token = match &credentials {
                 Some(key) => Some(authenticate(&channel, key).await?),
                 None => None,
@@ -160,6 +200,7 @@ impl RobotChannel {
             address: address.to_string(),
             options,
             transport: RwLock::new(Transport::Direct(channel)),
+            bearer: RwLock::new(bearer_header(token.as_deref())),
             token: RwLock::new(token.map(Arc::from)),
             session: ClientSession::default(),
             events,
@@ -212,7 +253,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {
         let this = self.clone();
         Box::pin(async move {
             let inner = &this.inner;
-            authorize(req.headers_mut(), inner.token().as_deref());
+            if let Some(bearer) = inner.bearer() {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, bearer);
+            }
             let monitored = !inner.options.disable_sessions
                 && tether_proto::is_safety_monitored(req.uri().path());
             let sid = if monitored {

@@ -13,19 +13,23 @@
 //! cannot starve them. A call that fails with `SESSION_EXPIRED` is never retried: the error
 //! reaches the application and the next monitored call starts a new session.
 //!
-//! Reconnection is paced by the sans-IO [`backoff`] policy. (The reconnect loop, connection
-//! events for every state, TLS dialing and typed clients for every component are still to
-//! come; see the README's client section.)
+//! When the connection is lost — noticed by failed heartbeats within about one window, or by
+//! a transport error — a supervisor reconnects on the sans-IO [`backoff`] schedule, swaps the
+//! new transport under every typed client at once, and resumes the session if the machine
+//! still has it. Every step is a [`ConnectionEvent`] on [`RobotClient::events`]; after the
+//! last attempt the client reports `ReconnectionFailed` and waits for the application. The
+//! library never exits the process.
 
 pub mod backoff;
 mod channel;
+mod components;
 mod reconnect;
 mod session;
 
 use std::time::Duration;
 
 pub use channel::RobotChannel;
-use tether_proto::viam::component::motor::v1 as motor;
+pub use components::*;
 use tether_proto::viam::robot::v1 as robot;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::broadcast;
@@ -47,9 +51,22 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// How the connection is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// TLS, verifying the machine's certificate against the system's trusted roots.
+    SystemRoots,
+    /// TLS, verifying against this CA certificate (PEM), e.g. a machine's self-signed one.
+    CaFile(std::path::PathBuf),
+    /// No TLS (h2c). Only for machines on a network you trust, or localhost.
+    Insecure,
+}
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Transport security (default: TLS with the system's roots).
+    pub tls: Tls,
     /// Credentials, if the machine requires them.
     pub credentials: Option<ApiKey>,
     /// Bound on a whole dial attempt: connect, authenticate, first call.
@@ -63,6 +80,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            tls: Tls::SystemRoots,
             credentials: None,
             dial_timeout: Duration::from_secs(20),
             disable_sessions: false,
@@ -72,6 +90,18 @@ impl Default for Options {
 }
 
 impl Options {
+    /// These options without TLS (h2c).
+    pub fn insecure(mut self) -> Self {
+        self.tls = Tls::Insecure;
+        self
+    }
+
+    /// These options with TLS verified against a CA certificate file (PEM).
+    pub fn with_ca(mut self, ca_file: impl Into<std::path::PathBuf>) -> Self {
+        self.tls = Tls::CaFile(ca_file.into());
+        self
+    }
+
     /// Options with API-key credentials.
     pub fn with_api_key(key: impl Into<String>, key_id: impl Into<String>) -> Self {
         Self {
@@ -190,83 +220,5 @@ impl RobotClient {
     /// Starts (or returns) the session now instead of before the first monitored call.
     pub async fn start_session(&self) -> Result<String, ClientError> {
         Ok(self.channel.ensure_session().await?)
-    }
-}
-
-/// A motor on the machine.
-#[derive(Clone)]
-pub struct Motor {
-    name: String,
-    client: motor::motor_service_client::MotorServiceClient<RobotChannel>,
-}
-
-impl Motor {
-    /// The motor named `name` on `robot`.
-    pub fn from_robot(robot: &RobotClient, name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            client: motor::motor_service_client::MotorServiceClient::new(robot.channel.clone()),
-        }
-    }
-
-    /// Runs at a fraction of full power in [-1, 1].
-    pub async fn set_power(&mut self, power_pct: f64) -> Result<(), ClientError> {
-        self.client
-            .set_power(motor::SetPowerRequest {
-                name: self.name.clone(),
-                power_pct,
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Turns `revolutions` at `rpm`, returning when done.
-    pub async fn go_for(&mut self, rpm: f64, revolutions: f64) -> Result<(), ClientError> {
-        self.client
-            .go_for(motor::GoForRequest {
-                name: self.name.clone(),
-                rpm,
-                revolutions,
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(motor::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Position in revolutions.
-    pub async fn position(&mut self) -> Result<f64, ClientError> {
-        Ok(self
-            .client
-            .get_position(motor::GetPositionRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?
-            .into_inner()
-            .position)
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(motor::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 }
