@@ -290,7 +290,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             // A cheap call now and then: a dead link is noticed (and reconnected) even when
             // nothing else is happening.
             _ = check.tick() => {
-                let _ = tokio::time::timeout(args.check_interval, robot.resource_names()).await;
+                robot.check_connection(args.check_interval).await;
             }
         }
     }

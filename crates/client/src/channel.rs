@@ -39,7 +39,14 @@ pub(crate) struct Inner {
     bearer: RwLock<Option<http::HeaderValue>>,
     pub(crate) session: ClientSession,
     events: broadcast::Sender<ConnectionEvent>,
-    suspicions: mpsc::UnboundedSender<String>,
+    suspicions: mpsc::UnboundedSender<Suspicion>,
+}
+
+/// Why the supervisor should look at the connection.
+pub(crate) struct Suspicion {
+    pub(crate) cause: String,
+    /// Already checked: a failed probe; the supervisor need not probe again.
+    pub(crate) confirmed: bool,
 }
 
 impl Inner {
@@ -50,7 +57,18 @@ impl Inner {
 
     /// Tells the supervisor the connection may be lost.
     pub(crate) fn suspect(&self, cause: String) {
-        let _ = self.suspicions.send(cause);
+        let _ = self.suspicions.send(Suspicion {
+            cause,
+            confirmed: false,
+        });
+    }
+
+    /// Tells the supervisor the connection is lost (a probe already failed).
+    pub(crate) fn lost(&self, cause: String) {
+        let _ = self.suspicions.send(Suspicion {
+            cause,
+            confirmed: true,
+        });
     }
 
     /// Whether the application turned reconnection off.

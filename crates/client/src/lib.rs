@@ -211,6 +211,13 @@ impl RobotClient {
         self.channel.session_id()
     }
 
+    /// Checks the connection with a cheap call; if it fails or gets no answer within
+    /// `timeout`, the reconnect supervisor takes over at once. Sessions do this by themselves
+    /// through heartbeats; call it to notice a dead link while the client holds no session.
+    pub async fn check_connection(&self, timeout: Duration) -> bool {
+        reconnect::check(&self.channel.inner, timeout).await
+    }
+
     /// Reconnects now (for example after `ReconnectionFailed`), on the backoff schedule.
     /// Returns whether it connected.
     pub async fn reconnect(&self) -> bool {

@@ -17,7 +17,7 @@ use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, Failure, Next};
-use crate::channel::{Inner, RobotChannel, Transport, authenticate, authorize, dial};
+use crate::channel::{Inner, RobotChannel, Suspicion, Transport, authenticate, authorize, dial};
 use crate::{ClientError, ConnectionEvent};
 
 /// How long a probe of a suspect connection may take.
@@ -29,13 +29,17 @@ fn probe_timeout(inner: &Inner) -> Duration {
 
 /// A cheap call on the current transport, bypassing sessions.
 async fn probe(inner: &Inner) -> Result<(), String> {
+    probe_within(inner, probe_timeout(inner)).await
+}
+
+async fn probe_within(inner: &Inner, timeout: Duration) -> Result<(), String> {
     let Transport::Direct(channel) = inner.transport();
     let mut request = tonic::Request::new(ResourceNamesRequest {});
     let mut headers = std::mem::take(request.metadata_mut()).into_headers();
     authorize(&mut headers, inner.token().as_deref());
     *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
     match tokio::time::timeout(
-        probe_timeout(inner),
+        timeout,
         RobotServiceClient::new(channel).resource_names(request),
     )
     .await
@@ -43,6 +47,17 @@ async fn probe(inner: &Inner) -> Result<(), String> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => Err(status.message().to_string()),
         Err(_) => Err("no answer to a probe".into()),
+    }
+}
+
+/// Probes the connection within `timeout`; on failure, hands it to the supervisor.
+pub(crate) async fn check(inner: &Arc<Inner>, timeout: Duration) -> bool {
+    match probe_within(inner, timeout).await {
+        Ok(()) => true,
+        Err(cause) => {
+            inner.lost(format!("connection check failed: {cause}"));
+            false
+        }
     }
 }
 
@@ -80,14 +95,17 @@ fn jitter_sample() -> f64 {
 /// Runs until the client is dropped.
 pub(crate) async fn supervise(
     client: Weak<Inner>,
-    mut suspicions: mpsc::UnboundedReceiver<String>,
+    mut suspicions: mpsc::UnboundedReceiver<Suspicion>,
 ) {
-    while let Some(cause) = suspicions.recv().await {
+    while let Some(Suspicion { cause, confirmed }) = suspicions.recv().await {
         let Some(inner) = client.upgrade() else {
             return;
         };
-        while suspicions.try_recv().is_ok() {}
-        if probe(&inner).await.is_ok() {
+        let mut confirmed = confirmed;
+        while let Ok(more) = suspicions.try_recv() {
+            confirmed |= more.confirmed;
+        }
+        if !confirmed && probe(&inner).await.is_ok() {
             continue;
         }
         inner.emit(ConnectionEvent::Disconnected { cause });
