@@ -448,3 +448,64 @@ fn tether_connect_prints_resources_and_live_events() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn tls_with_a_given_ca_works_and_unverifiable_or_plaintext_dials_fail_clearly() {
+    let dir = std::env::temp_dir().join(format!("tether-client-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["cert", "--name", "robot.local", "--force", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tls = format!(
+        r#", "tls_cert_file": "{}", "tls_key_file": "{}""#,
+        cert.display(),
+        key.display()
+    );
+    let text = format!(
+        r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
+            "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},
+            "network": {{"sessions": {{"heartbeat_window": "500ms"}}{tls}}}}}"#
+    );
+    let cfg = temp_file(&format!("client-tls-{}.json", std::process::id()), &text);
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let address = format!("localhost:{port}");
+    // Verified against the machine's own certificate: works, sessions included.
+    let robot = RobotClient::connect(&address, Options::with_api_key(KEY, KEY_ID).with_ca(&cert))
+        .await
+        .unwrap();
+    let mut left = Motor::from_robot(&robot, "left");
+    left.set_power(0.3).await.unwrap();
+    robot.send_heartbeat().await.unwrap();
+    left.stop().await.unwrap();
+    // The system's roots do not trust a self-signed certificate; plaintext is not TLS.
+    let quick = |o: Options| Options {
+        dial_timeout: Duration::from_secs(5),
+        ..o
+    };
+    let untrusted = RobotClient::connect(&address, quick(Options::with_api_key(KEY, KEY_ID))).await;
+    assert!(untrusted.is_err());
+    let plain = RobotClient::connect(
+        &address,
+        quick(Options::with_api_key(KEY, KEY_ID).insecure()),
+    )
+    .await;
+    assert!(plain.is_err());
+    // A wrong key is an authentication error, not a timeout.
+    let wrong = RobotClient::connect(
+        &address,
+        Options::with_api_key("nope", KEY_ID).with_ca(&cert),
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(tether_client::ClientError::Auth(_))),
+        "{:?}",
+        wrong.err()
+    );
+}

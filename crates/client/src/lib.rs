@@ -224,6 +224,30 @@ impl RobotClient {
         reconnect::reconnect(&self.channel.inner).await
     }
 
+    /// Heartbeats the current session now, for applications that manage sessions themselves
+    /// (the client also heartbeats on its own). `SESSION_EXPIRED` ends the session locally.
+    pub async fn send_heartbeat(&self) -> Result<(), ClientError> {
+        let Some(id) = self.session_id() else {
+            return Err(ClientError::Status(tonic::Status::failed_precondition(
+                "no session to heartbeat",
+            )));
+        };
+        let sent = self
+            .robot()
+            .send_session_heartbeat(robot::SendSessionHeartbeatRequest { id: id.clone() })
+            .await;
+        if let Err(status) = &sent
+            && status.message() == "SESSION_EXPIRED"
+            && self.channel.inner.session.end(&id)
+        {
+            self.channel
+                .inner
+                .emit(ConnectionEvent::SessionExpired { id });
+        }
+        sent?;
+        Ok(())
+    }
+
     /// Starts (or returns) the session now instead of before the first monitored call.
     pub async fn start_session(&self) -> Result<String, ClientError> {
         Ok(self.channel.ensure_session().await?)
