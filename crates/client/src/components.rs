@@ -70,6 +70,43 @@ macro_rules! component {
     };
 }
 
+/// Adds `stop` and `is_moving`, which every actuator API has with the same shape.
+macro_rules! actuator {
+    ($wrapper:ident, $api:ident) => {
+        impl $wrapper {
+            /// Stops all motion.
+            pub async fn stop(&mut self) -> Result<(), ClientError> {
+                self.client
+                    .stop($api::StopRequest {
+                        name: self.name.clone(),
+                        extra: None,
+                    })
+                    .await?;
+                Ok(())
+            }
+
+            /// Whether it is moving.
+            pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
+                Ok(self
+                    .client
+                    .is_moving($api::IsMovingRequest {
+                        name: self.name.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .is_moving)
+            }
+        }
+    };
+}
+
+actuator!(Arm, arm);
+actuator!(Base, base);
+actuator!(Gantry, gantry);
+actuator!(Gripper, gripper);
+actuator!(Motor, motor);
+actuator!(Servo, servo);
+
 component!(
     /// An arm on the machine.
     Arm,
@@ -130,29 +167,6 @@ impl Arm {
             })
             .await?;
         Ok(())
-    }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(arm::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(arm::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 }
 
@@ -225,29 +239,6 @@ impl Base {
             })
             .await?;
         Ok(())
-    }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(base::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(base::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 
     /// Width, turning radius and wheel circumference, in metres.
@@ -395,29 +386,6 @@ impl Gantry {
             .into_inner()
             .lengths_mm)
     }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(gantry::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(gantry::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
-    }
 }
 
 component!(
@@ -468,29 +436,6 @@ impl Gripper {
             .await?
             .into_inner()
             .is_holding_something)
-    }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(gripper::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(gripper::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 }
 
@@ -588,17 +533,6 @@ impl Motor {
             .into_inner())
     }
 
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(motor::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
     /// Whether it is powered, and at what fraction of full power.
     pub async fn is_powered(&mut self) -> Result<(bool, f64), ClientError> {
         let response = self
@@ -610,18 +544,6 @@ impl Motor {
             .await?
             .into_inner();
         Ok((response.is_on, response.power_pct))
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(motor::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 }
 
@@ -676,29 +598,6 @@ impl Servo {
             .await?
             .into_inner()
             .position_deg)
-    }
-
-    /// Stops.
-    pub async fn stop(&mut self) -> Result<(), ClientError> {
-        self.client
-            .stop(servo::StopRequest {
-                name: self.name.clone(),
-                extra: None,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether it is moving.
-    pub async fn is_moving(&mut self) -> Result<bool, ClientError> {
-        Ok(self
-            .client
-            .is_moving(servo::IsMovingRequest {
-                name: self.name.clone(),
-            })
-            .await?
-            .into_inner()
-            .is_moving)
     }
 }
 
