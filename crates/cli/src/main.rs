@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tether_machine::auth::Authenticator;
-use tether_machine::config::{Config, split_host_port};
+use tether_machine::config::{Config, parse_go_duration, split_host_port};
 use tether_machine::machine::Machine;
 use tether_machine::server::{self, ServerOptions};
 use tether_machine::tls;
@@ -59,13 +59,8 @@ struct ConnectArgs {
     #[arg(long)]
     json: bool,
     /// How often to check the connection while nothing else happens.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime_like)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_go_duration)]
     check_interval: std::time::Duration,
-}
-
-/// Parses "1s", "500ms", "2m" (Go-style, as config files write durations).
-fn humantime_like(s: &str) -> Result<std::time::Duration, String> {
-    tether_machine::config::parse_go_duration(s)
 }
 
 #[derive(clap::Args)]

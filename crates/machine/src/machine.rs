@@ -16,14 +16,14 @@ use crate::resource::{
 };
 use crate::sessions::Sessions;
 
-/// How long one actuator's Stop may take before it is reported as failed.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A running machine.
 pub struct Machine {
     resources: Resources,
     operations: Arc<Operations>,
     sessions: Arc<Sessions>,
+    /// How long one actuator's Stop may take before it is reported as failed (StopAll,
+    /// shutdown, session expiry): `network.sessions.stop_timeout`.
+    stop_timeout: Duration,
     started: SystemTime,
     revision: String,
 }
@@ -74,8 +74,8 @@ impl Machine {
             sessions: Arc::new(Sessions::new(
                 config.network.heartbeat_window,
                 config.network.max_sessions,
-                config.network.stop_timeout,
             )),
+            stop_timeout: config.network.stop_timeout,
             started: SystemTime::now(),
             revision: config.revision.clone(),
         }
@@ -94,6 +94,11 @@ impl Machine {
     /// The sessions.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// The deadline of each actuator's Stop.
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout
     }
 
     /// When the machine started.
@@ -132,22 +137,23 @@ impl Machine {
     }
 
     /// Cancels every operation but `keep`, then stops every actuator in parallel, each under
-    /// [`STOP_TIMEOUT`]. Returns one message per actuator that failed to stop.
+    /// the stop timeout. Returns one message per actuator that failed to stop.
     pub async fn stop_all(&self, keep: Option<Uuid>) -> Vec<String> {
         let cancelled = self.operations.cancel_all_except(keep);
+        let stop_timeout = self.stop_timeout;
         let stops = self.resources.iter().filter_map(|(name, r)| {
             let actuator = r.actuator()?;
             let name = name.clone();
             Some(async move {
                 let outcome =
-                    tokio::time::timeout(STOP_TIMEOUT, actuator.stop(&Default::default())).await;
+                    tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await;
                 match outcome {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(format!(
                         "failed to stop component named {name} with error {e}"
                     )),
                     Err(_) => Some(format!(
-                        "failed to stop component named {name}: no answer within {STOP_TIMEOUT:?}"
+                        "failed to stop component named {name}: no answer within {stop_timeout:?}"
                     )),
                 }
             })

@@ -477,13 +477,9 @@ async fn serve_connection<S>(
     };
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
-    let service = ServiceBuilder::new()
-        .map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            req
-        })
-        .service(service);
-    let service = tower::service_fn(move |req: Request<Incoming>| {
+    // Every request learns its peer, and counts as in flight until its response body is done.
+    let service = tower::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
         let in_flight = tracked.begin();
         let call = service.clone().oneshot(req);
         async move {
@@ -495,21 +491,11 @@ async fn serve_connection<S>(
     let io = TokioIo::new(io);
     let idle = activity.idle_for(options.idle_timeout);
     tokio::pin!(idle);
-    let result = match protocol {
-        Protocol::Http2 => {
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .keep_alive_interval(options.keepalive_interval)
-                .keep_alive_timeout(options.keepalive_timeout)
-                .max_concurrent_streams(options.max_concurrent_streams)
-                // Explicit windows, not adaptive: h2's flood guard allows buffered small DATA
-                // frames up to half the connection window, and a 64 KiB window (what adaptive
-                // starts from) let a client pipelining ~130 small unary calls be disconnected
-                // with ENHANCE_YOUR_CALM.
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .initial_stream_window_size(STREAM_WINDOW);
-            let conn = builder.serve_connection(io, hyper_service);
+    // Serves a connection until it ends, shutdown starts, or it has been idle too long. Both
+    // protocols' connections have `graceful_shutdown`, but no trait in common.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r,
@@ -524,6 +510,24 @@ async fn serve_connection<S>(
                     tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
                 }
             }
+        }};
+    }
+
+    let result = match protocol {
+        Protocol::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive_interval(options.keepalive_interval)
+                .keep_alive_timeout(options.keepalive_timeout)
+                .max_concurrent_streams(options.max_concurrent_streams)
+                // Explicit windows, not adaptive: h2's flood guard allows buffered small DATA
+                // frames up to half the connection window, and a 64 KiB window (what adaptive
+                // starts from) let a client pipelining ~130 small unary calls be disconnected
+                // with ENHANCE_YOUR_CALM.
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .initial_stream_window_size(STREAM_WINDOW);
+            drive!(builder.serve_connection(io, hyper_service))
         }
         Protocol::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -531,19 +535,7 @@ async fn serve_connection<S>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(options.header_read_timeout)
                 .keep_alive(true);
-            let conn = builder.serve_connection(io, hyper_service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                _ = &mut idle => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
-                }
-            }
+            drive!(builder.serve_connection(io, hyper_service))
         }
     };
     if let Err(e) = result {

@@ -83,16 +83,14 @@ pub fn session_expired() -> tonic::Status {
 pub struct Sessions {
     manager: Mutex<SessionManager<ResourceName, Option<PeerInfo>>>,
     wake: Notify,
-    stop_timeout: Duration,
 }
 
 impl Sessions {
-    /// Sessions with this window, limit, and per-stop deadline.
-    pub fn new(window: Duration, max_sessions: usize, stop_timeout: Duration) -> Self {
+    /// Sessions with this window and limit.
+    pub fn new(window: Duration, max_sessions: usize) -> Self {
         Self {
             manager: Mutex::new(SessionManager::new(window, max_sessions)),
             wake: Notify::new(),
-            stop_timeout,
         }
     }
 
@@ -133,16 +131,6 @@ impl Sessions {
             .collect()
     }
 
-    /// How many sessions are live.
-    pub fn len(&self) -> usize {
-        lock(&self.manager).len()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// For a monitored call: validates and heartbeats `session` (if any), then records it as
     /// the last caller of `resource` (if the resource exists). One lock for both.
     fn admit(
@@ -181,7 +169,7 @@ impl Sessions {
             // must not delay the stops of the next.
             let reports: Vec<_> = expired
                 .into_iter()
-                .map(|e| stop_expired(&machine, e, self.stop_timeout))
+                .map(|e| stop_expired(&machine, e))
                 .collect();
             for report in reports {
                 report.log();
@@ -219,8 +207,8 @@ impl ExpiryReport {
 fn stop_expired(
     machine: &Arc<Machine>,
     e: Expired<ResourceName, Option<PeerInfo>>,
-    stop_timeout: Duration,
 ) -> ExpiryReport {
+    let stop_timeout = machine.stop_timeout();
     let late = Instant::now().saturating_duration_since(e.deadline);
     let cancelled = machine.operations().cancel_session(&e.id.to_string());
     let actuators: Vec<_> = e

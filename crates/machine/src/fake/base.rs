@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tether_proto::viam::common::v1::Vector3;
 use tokio::time::Instant;
 
-use super::{History, Interrupts, OnDrop, lock, require_finite, travel_time};
+use super::{History, Interrupts, lock, require_finite, travel_time};
 use crate::resource::{Actuator, Base, BaseProperties, Component, Object, ResourceError, Result};
 
 /// Attributes of a fake base.
@@ -143,18 +143,12 @@ impl FakeBase {
             s.drive(now, mm_per_sec, degs_per_sec, Some(now + duration));
             (generation, now + duration)
         };
-        let guard = OnDrop::new(|| {
-            let mut s = lock(&self.state);
-            if self.interrupts.is_current(generation) {
+        let waited = self
+            .interrupts
+            .wait_or_halt(&self.state, generation, end, what, &self.history, |s| {
                 s.drive(Instant::now(), 0.0, 0.0, None);
-                self.history.record(
-                    "stop",
-                    json!({"reason": format!("{what} abandoned by its caller")}),
-                );
-            }
-        });
-        let waited = self.interrupts.wait_until(generation, end, what).await;
-        guard.disarm();
+            })
+            .await;
         lock(&self.state).settle(Instant::now());
         waited
     }

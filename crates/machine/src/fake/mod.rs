@@ -192,11 +192,6 @@ impl Motion {
         self.start + self.duration
     }
 
-    /// Where it is headed.
-    pub fn target(&self) -> &[f64] {
-        &self.to
-    }
-
     /// Stops where it is at `now`.
     pub fn halt(&mut self, now: Instant) {
         *self = Motion::at_rest(self.position(now), now);
@@ -241,6 +236,33 @@ impl Interrupts {
     /// Whether `generation` is still the latest command.
     pub fn is_current(&self, generation: u64) -> bool {
         *self.generation.borrow() == generation
+    }
+
+    /// Waits like [`Interrupts::wait_until`]; if the caller goes away first (the future is
+    /// dropped: a cancelled operation, a closed connection) while `generation` is still the
+    /// latest command, halts the motion with `halt` under the `state` lock and records why.
+    pub async fn wait_or_halt<S>(
+        &self,
+        state: &Mutex<S>,
+        generation: u64,
+        end: Instant,
+        what: &str,
+        history: &History,
+        halt: impl FnOnce(&mut S),
+    ) -> Result<()> {
+        let guard = OnDrop::new(|| {
+            let mut s = lock(state);
+            if self.is_current(generation) {
+                halt(&mut s);
+                history.record(
+                    "stop",
+                    json!({"reason": format!("{what} abandoned by its caller")}),
+                );
+            }
+        });
+        let waited = self.wait_until(generation, end, what).await;
+        guard.disarm();
+        waited
     }
 
     /// Waits until `end`, or fails if another command or a stop comes first.
@@ -341,19 +363,11 @@ impl Axes {
             self.history.record(what, args);
             (generation, m.end())
         };
-        let guard = OnDrop::new(|| {
-            let mut m = lock(&self.motion);
-            if self.interrupts.is_current(generation) {
+        self.interrupts
+            .wait_or_halt(&self.motion, generation, end, what, &self.history, |m| {
                 m.halt(Instant::now());
-                self.history.record(
-                    "stop",
-                    json!({"reason": format!("{what} abandoned by its caller")}),
-                );
-            }
-        });
-        let waited = self.interrupts.wait_until(generation, end, what).await;
-        guard.disarm();
-        waited
+            })
+            .await
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{History, Interrupts, OnDrop, lock, require_finite, travel_time};
+use super::{History, Interrupts, lock, require_finite, travel_time};
 use crate::resource::{Actuator, Component, Motor, Object, ResourceError, Result};
 
 /// Attributes of a fake motor. The hardware fields of a viam-server fake motor config are
@@ -154,18 +154,12 @@ impl FakeMotor {
             s.run(now, rpm, rpm / self.max_rpm, Some(target));
             (generation, now + travel_time(distance, rpm.abs() / 60.0))
         };
-        let guard = OnDrop::new(|| {
-            let mut s = lock(&self.state);
-            if self.interrupts.is_current(generation) {
+        let waited = self
+            .interrupts
+            .wait_or_halt(&self.state, generation, end, what, &self.history, |s| {
                 s.halt(Instant::now());
-                self.history.record(
-                    "stop",
-                    json!({"reason": format!("{what} abandoned by its caller")}),
-                );
-            }
-        });
-        let waited = self.interrupts.wait_until(generation, end, what).await;
-        guard.disarm();
+            })
+            .await;
         let mut s = lock(&self.state);
         s.settle(Instant::now());
         waited
