@@ -180,13 +180,40 @@ fn bearer_header(token: Option<&str>) -> Option<http::HeaderValue> {
     format!("Bearer {}", token?).parse().ok()
 }
 
-/// Adds the bearer token to a request's headers.
-pub(crate) fn authorize(headers: &mut http::HeaderMap, token: Option<&str>) {
-    if let Some(token) = token
-        && let Ok(value) = format!("Bearer {token}").parse()
-    {
-        headers.insert(http::header::AUTHORIZATION, value);
+/// A request carrying the bearer token, for calls made outside [`RobotChannel`] (heartbeats on
+/// their own connection, probes).
+pub(crate) fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut headers = http::HeaderMap::new();
+    if let Some(bearer) = bearer_header(token) {
+        headers.insert(http::header::AUTHORIZATION, bearer);
     }
+    tonic::Request::from_parts(
+        tonic::metadata::MetadataMap::from_headers(headers),
+        Default::default(),
+        message,
+    )
+}
+
+/// Dials `address` and, with credentials, authenticates on the new connection.
+pub(crate) async fn connect_authenticated(
+    address: &str,
+    tls: &Tls,
+    credentials: Option<&ApiKey>,
+) -> Result<(Channel, Option<String>), ClientError> {
+    let channel = dial(address, tls).await?;
+    let token = match credentials {
+        Some(key) => Some(authenticate(&channel, key).await?),
+        None => None,
+    };
+    Ok((channel, token))
+}
+
+/// The message clients rely on when a session is unknown, expired or another owner's.
+pub(crate) const SESSION_EXPIRED: &str = "SESSION_EXPIRED";
+
+/// Whether `status` says the session expired (INVALID_ARGUMENT `SESSION_EXPIRED`).
+pub(crate) fn is_session_expired(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::InvalidArgument && status.message() == SESSION_EXPIRED
 }
 
 impl RobotChannel {
@@ -198,15 +225,7 @@ impl RobotChannel {
             method: "direct".into(),
             attempt: 1,
         });
-        let credentials = options.credentials.clone();
-        let work = async {
-            let channel = dial(address, &options.tls).await?;
-            let token = match &credentials {
-                Some(key) => Some(authenticate(&channel, key).await?),
-                None => None,
-            };
-            Ok::<_, ClientError>((channel, token))
-        };
+        let work = connect_authenticated(address, &options.tls, options.credentials.as_ref());
         let (channel, token) = tokio::time::timeout(options.dial_timeout, work)
             .await
             .map_err(|_| ClientError::Timeout(address.to_string(), options.dial_timeout))??;
@@ -250,11 +269,11 @@ impl RobotChannel {
     }
 }
 
+/// Whether a (trailers-only) response says the session expired.
 fn session_expired<B>(response: &http::Response<B>) -> bool {
     let h = response.headers();
     h.get("grpc-status").is_some_and(|v| v == "3")
-        && h.get("grpc-message")
-            .is_some_and(|v| v == "SESSION_EXPIRED")
+        && h.get("grpc-message").is_some_and(|v| v == SESSION_EXPIRED)
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {

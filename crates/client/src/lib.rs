@@ -237,7 +237,7 @@ impl RobotClient {
             .send_session_heartbeat(robot::SendSessionHeartbeatRequest { id: id.clone() })
             .await;
         if let Err(status) = &sent
-            && status.message() == "SESSION_EXPIRED"
+            && channel::is_session_expired(status)
             && self.channel.inner.session.end(&id)
         {
             self.channel

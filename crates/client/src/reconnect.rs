@@ -1,7 +1,7 @@
 //! The reconnect supervisor: one task per client, woken when the connection is suspected lost.
 //!
-//! Suspicion comes from failed heartbeats (each gets a quarter window; with a probe of a fifth
-//! of a window a dead link is reported within about 0.65 of a window) and from transport errors on application calls. The supervisor
+//! Suspicion comes from failed heartbeats (each gets a quarter window; with the heartbeat period
+//! and a probe of half a window, a dead link is reported within about one window) and from transport errors on application calls. The supervisor
 //! probes the current transport; if it is really gone, it reports `Disconnected`, then dials
 //! again on the [`crate::backoff`] schedule, reporting each step. On success the new transport
 //! replaces the old one for every typed client at once, and the session is resumed
@@ -17,7 +17,9 @@ use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, Failure, Next};
-use crate::channel::{Inner, RobotChannel, Suspicion, Transport, authenticate, authorize, dial};
+use crate::channel::{
+    Inner, RobotChannel, Suspicion, Transport, authorized, connect_authenticated,
+};
 use crate::{ClientError, ConnectionEvent};
 
 /// How long a probe of a suspect connection may take.
@@ -34,10 +36,7 @@ async fn probe(inner: &Inner) -> Result<(), String> {
 
 async fn probe_within(inner: &Inner, timeout: Duration) -> Result<(), String> {
     let Transport::Direct(channel) = inner.transport();
-    let mut request = tonic::Request::new(ResourceNamesRequest {});
-    let mut headers = std::mem::take(request.metadata_mut()).into_headers();
-    authorize(&mut headers, inner.token().as_deref());
-    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+    let request = authorized(ResourceNamesRequest {}, inner.token().as_deref());
     match tokio::time::timeout(
         timeout,
         RobotServiceClient::new(channel).resource_names(request),
@@ -136,14 +135,14 @@ pub(crate) async fn reconnect(inner: &Arc<Inner>) -> bool {
             method: "direct".into(),
             attempt,
         });
-        let dialed = tokio::time::timeout(inner.options.dial_timeout, async {
-            let channel = dial(&inner.address, &inner.options.tls).await?;
-            let token = match &inner.options.credentials {
-                Some(key) => Some(authenticate(&channel, key).await?),
-                None => None,
-            };
-            Ok::<_, ClientError>((channel, token))
-        })
+        let dialed = tokio::time::timeout(
+            inner.options.dial_timeout,
+            connect_authenticated(
+                &inner.address,
+                &inner.options.tls,
+                inner.options.credentials.as_ref(),
+            ),
+        )
         .await;
         match dialed {
             Ok(Ok((channel, token))) => {

@@ -11,10 +11,12 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
-use tether_proto::viam::robot::v1::{SendSessionHeartbeatRequest, StartSessionRequest};
+use tether_proto::viam::robot::v1::{
+    SendSessionHeartbeatRequest, StartSessionRequest, StartSessionResponse,
+};
 
 use crate::ConnectionEvent;
-use crate::channel::{Inner, RobotChannel, authenticate, authorize, dial};
+use crate::channel::{Inner, RobotChannel, authorized, connect_authenticated, is_session_expired};
 
 #[derive(Default)]
 struct State {
@@ -68,11 +70,7 @@ impl ClientSession {
         if response.id == id {
             return Ok(true);
         }
-        let window = response
-            .heartbeat_window
-            .and_then(|w| Duration::try_from(w).ok())
-            .filter(|w| !w.is_zero())
-            .unwrap_or(Duration::from_secs(2));
+        let window = window_of(&response).unwrap_or(Duration::from_secs(2));
         {
             let mut s = self.state();
             s.id = Some(response.id.clone());
@@ -138,13 +136,9 @@ impl ClientSession {
             }
             Err(status) => return Err(status),
         };
-        let window = response
-            .heartbeat_window
-            .and_then(|w| Duration::try_from(w).ok())
-            .filter(|w| !w.is_zero())
-            .ok_or_else(|| {
-                tonic::Status::internal("the machine answered StartSession without a window")
-            })?;
+        let window = window_of(&response).ok_or_else(|| {
+            tonic::Status::internal("the machine answered StartSession without a window")
+        })?;
         let id = response.id;
         {
             let mut s = self.state();
@@ -161,6 +155,14 @@ impl ClientSession {
         spawn_heartbeats(std::sync::Arc::downgrade(inner), id.clone(), window);
         Ok(Some(id))
     }
+}
+
+/// The positive heartbeat window a StartSession answer carries, if any.
+fn window_of(response: &StartSessionResponse) -> Option<Duration> {
+    response
+        .heartbeat_window
+        .and_then(|w| Duration::try_from(w).ok())
+        .filter(|w| !w.is_zero())
 }
 
 /// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
@@ -207,14 +209,10 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
             )
         };
         if connection.is_none() {
-            let dialed = tokio::time::timeout(window, async {
-                let channel = dial(&address, &tls).await?;
-                let token = match &credentials {
-                    Some(key) => Some(authenticate(&channel, key).await?),
-                    None => None,
-                };
-                Ok::<_, crate::ClientError>((channel, token))
-            })
+            let dialed = tokio::time::timeout(
+                window,
+                connect_authenticated(&address, &tls, credentials.as_ref()),
+            )
             .await;
             match dialed {
                 Ok(Ok(c)) => connection = Some(c),
@@ -231,12 +229,12 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
         let Some((channel, token)) = &connection else {
             continue;
         };
-        let mut request = tonic::Request::new(SendSessionHeartbeatRequest { id: id.clone() });
-        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
-        authorize(&mut headers, token.as_deref());
-        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
-        // A quarter window per heartbeat: with the supervisor's probe (a fifth of a window), a
-        // dead link is reported within about 0.65 of a window.
+        let request = authorized(
+            SendSessionHeartbeatRequest { id: id.clone() },
+            token.as_deref(),
+        );
+        // A quarter window per heartbeat: with the period and the supervisor's probe (half a
+        // window), a dead link is reported within about one window.
         let sent = tokio::time::timeout(
             window / 4,
             RobotServiceClient::new(channel.clone()).send_session_heartbeat(request),
@@ -244,10 +242,7 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
         .await;
         match sent {
             Ok(Ok(_)) => {}
-            Ok(Err(status))
-                if status.code() == tonic::Code::InvalidArgument
-                    && status.message() == "SESSION_EXPIRED" =>
-            {
+            Ok(Err(status)) if is_session_expired(&status) => {
                 if let Some(inner) = client.upgrade()
                     && inner.session.end(&id)
                 {
