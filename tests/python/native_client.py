@@ -22,31 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import socket
 import sys
 import time
 from typing import Any, Dict
-
-PREFIX = "@@ "
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
-
-
-def emit(result: Dict[str, Any]) -> None:
-    sys.stdout.write(PREFIX + json.dumps(result) + "\n")
-    sys.stdout.flush()
-
+from child_support import die_with_parent, emit
 
 async def run(args: argparse.Namespace, out: Dict[str, Any]) -> None:
     from viam.components.motor import Motor
@@ -115,5 +96,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    _die_with_parent()
+    die_with_parent()
     sys.exit(main())

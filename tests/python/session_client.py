@@ -35,28 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
 import sys
 import time
-
-PREFIX = "@@ "
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGKILL this client if the test process dies: no orphans."""
-    try:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
-
+from child_support import die_with_parent, emit
 
 def report(event: str, **fields) -> None:
-    sys.stdout.write(PREFIX + json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
-    sys.stdout.flush()
+    emit({"event": event, "t": time.time(), **fields})
 
 
 def _main_local(robot) -> str:
@@ -150,5 +134,5 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    _die_with_parent()
+    die_with_parent()
     sys.exit(asyncio.run(main(parse_args(sys.argv[1:]))))

@@ -43,7 +43,7 @@ from conftest import Machine, connect, start_machine
 
 HERE = Path(__file__).resolve().parent
 CHILD_SCRIPT = HERE / "session_client.py"
-CHILD_PREFIX = "@@ "
+from child_support import PREFIX as CHILD_PREFIX  # noqa: E402 (the children's report prefix)
 CHILD_START_TIMEOUT_S = 60.0  # SDK import ~1–2 s, far more on a loaded 2-core box
 CHILD_REPLY_TIMEOUT_S = 30.0
 
@@ -262,6 +262,22 @@ def latency_bounds(w: float):
     return w - w / 5 - SLACK_EARLY_S, w + SLACK_LATE_S
 
 
+async def stopped_within_window(left: Motor, machine: Machine, w: float, since: float,
+                                what: str, session: str = "") -> Dict[str, Any]:
+    """The machine must stop ``left`` within the window after ``what`` happened at ``since``:
+    not before W - W/5 (the client's last heartbeat may be that old), not long after W.
+    Returns the stop's history entry."""
+    stop = await wait_for_stop(left, after=0.0, timeout=w + 5)
+    assert stop is not None, f"no stop within {w + 5}s of {what}; server log:\n{machine.log()}"
+    latency = stop["time"] - since
+    lo, hi = latency_bounds(w)
+    print(f"W={w}s stop latency after {what}: {latency * 1000:.0f} ms")
+    assert lo <= latency <= hi, (
+        f"stop {latency * 1000:.0f} ms after {what}, want [{lo * 1000:.0f}, {hi * 1000:.0f}] ms; "
+        f"expiry log: {expiry_log(machine, session)}")
+    return stop
+
+
 def run(body, timeout: float = 100.0):
     return asyncio.run(asyncio.wait_for(body(), timeout))
 
@@ -283,14 +299,7 @@ def test_killed_client_motor_stops_within_window(machine, spawn):
             assert stops_in(await history(left)) == [], "stop in history while the session was alive"
 
             kill_time = child.kill()
-            stop = await wait_for_stop(left, after=0.0, timeout=w + 5)
-            assert stop is not None, f"no stop within {w + 5}s of SIGKILL; server log:\n{machine.log()}"
-            latency = stop["time"] - kill_time
-            lo, hi = latency_bounds(w)
-            print(f"(a) W={w}s stop latency after SIGKILL: {latency * 1000:.0f} ms")
-            assert lo <= latency <= hi, (
-                f"stop {latency * 1000:.0f} ms after SIGKILL, want [{lo * 1000:.0f}, {hi * 1000:.0f}] ms; "
-                f"expiry log: {expiry_log(machine, r['session'])}")
+            await stopped_within_window(left, machine, w, kill_time, "(a) SIGKILL", r["session"])
             assert await left.is_moving() is False
             assert r["session"] in expiry_log(machine), machine.log()
 
@@ -344,14 +353,7 @@ def test_last_caller_owns_the_motor(machine, spawn):
             assert "stopping=[]" in a_expiry, f"A's expiry stopped something: {a_expiry}"
 
             kill_b = b.kill()
-            stop = await wait_for_stop(left, after=0.0, timeout=w + 5)
-            assert stop is not None, f"no stop after killing B; server log:\n{machine.log()}"
-            latency = stop["time"] - kill_b
-            lo, hi = latency_bounds(w)
-            print(f"(c) W={w}s stop latency after SIGKILL of B: {latency * 1000:.0f} ms")
-            assert lo <= latency <= hi, (
-                f"stop {latency * 1000:.0f} ms after killing B, want [{lo * 1000:.0f}, {hi * 1000:.0f}] ms; "
-                f"expiry log: {expiry_log(machine, rb['session'])}")
+            await stopped_within_window(left, machine, w, kill_b, "(c) SIGKILL of B", rb["session"])
             assert await left.is_moving() is False
 
     run(body)
@@ -375,14 +377,7 @@ def test_frozen_client_is_stopped_then_recovers_in_new_session(machine, spawn):
             assert await left.is_moving() is True
 
             sigstop_time = child.signal(signal.SIGSTOP)
-            stop = await wait_for_stop(left, after=0.0, timeout=w + 5)
-            assert stop is not None, f"no stop after SIGSTOP; server log:\n{machine.log()}"
-            latency = stop["time"] - sigstop_time
-            lo, hi = latency_bounds(w)
-            print(f"(d) W={w}s stop latency after SIGSTOP: {latency * 1000:.0f} ms")
-            assert lo <= latency <= hi, (
-                f"stop {latency * 1000:.0f} ms after SIGSTOP, want [{lo * 1000:.0f}, {hi * 1000:.0f}] ms; "
-                f"expiry log: {expiry_log(machine, s1)}")
+            stop = await stopped_within_window(left, machine, w, sigstop_time, "(d) SIGSTOP", s1)
 
             # While the client is frozen nothing restarts the motor, and its session is gone.
             await asyncio.sleep(2 * w)

@@ -234,11 +234,7 @@ async fn every_method_refuses_missing_malformed_and_forged_tokens_before_any_han
     .into_inner();
     assert!(sessions.is_empty(), "a session was started without a token");
     // The readiness probe stays open.
-    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    let reply = common::http_get(&server.addr, "/");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 

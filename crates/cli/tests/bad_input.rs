@@ -153,11 +153,7 @@ async fn garbage_on_the_socket_is_dropped_and_others_are_served() {
 #[tokio::test]
 async fn readiness_probe_and_opid_header() {
     let server = Server::start(&[]);
-    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    let reply = common::http_get(&server.addr, "/");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     let ch = server.channel().await;

@@ -205,9 +205,20 @@ async fn until(
     seen
 }
 
-#[tokio::test]
-async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
-    let server = Server::start(&["--config", config(true, "2s", None).to_str().unwrap()]);
+/// A client driving the motor through a proxy the test can cut, and an observer that reaches
+/// the machine directly.
+struct Driving {
+    server: Server,
+    proxy: Proxy,
+    robot: RobotClient,
+    left: Motor,
+    id: String,
+    events: tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    watch: Motor,
+}
+
+async fn driving_through_a_proxy(window: &str) -> Driving {
+    let server = Server::start(&["--config", config(true, window, None).to_str().unwrap()]);
     let proxy = Proxy::start(&server.addr).await;
     let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID).insecure())
         .await
@@ -215,8 +226,30 @@ async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
     let mut left = Motor::from_robot(&robot, "left");
     left.set_power(0.5).await.unwrap();
     let id = robot.session_id().unwrap();
-    let mut events = robot.events();
-    let mut watch = observer(&server.addr, true).await;
+    let events = robot.events();
+    let watch = observer(&server.addr, true).await;
+    Driving {
+        server,
+        proxy,
+        robot,
+        left,
+        id,
+        events,
+        watch,
+    }
+}
+
+#[tokio::test]
+async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
+    let Driving {
+        server: _server,
+        proxy,
+        robot,
+        mut left,
+        id,
+        mut events,
+        mut watch,
+    } = driving_through_a_proxy("2s").await;
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(600)).await;
     proxy.restore();
@@ -255,16 +288,15 @@ async fn a_cut_shorter_than_the_window_reconnects_and_resumes_without_a_stop() {
 
 #[tokio::test]
 async fn a_cut_longer_than_the_window_stops_the_motor_and_the_client_says_so() {
-    let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
-    let proxy = Proxy::start(&server.addr).await;
-    let robot = RobotClient::connect(&proxy.addr, Options::with_api_key(KEY, KEY_ID).insecure())
-        .await
-        .unwrap();
-    let mut left = Motor::from_robot(&robot, "left");
-    left.set_power(0.5).await.unwrap();
-    let id = robot.session_id().unwrap();
-    let mut events = robot.events();
-    let mut watch = observer(&server.addr, true).await;
+    let Driving {
+        server: _server,
+        proxy,
+        robot,
+        mut left,
+        id,
+        mut events,
+        mut watch,
+    } = driving_through_a_proxy("500ms").await;
     proxy.cut();
     tokio::time::sleep(4 * W).await;
     assert!(

@@ -103,6 +103,20 @@ impl Drop for Server {
     }
 }
 
+/// `GET path` over plain HTTP/1.1 on a fresh connection; returns the whole reply.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 /// Writes `text` to a fresh temporary file and returns its path.
 pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tether-test-{}", std::process::id()));
