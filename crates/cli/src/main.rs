@@ -217,6 +217,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: config.network.idle_timeout,
         tls,
         auth,
+        webrtc: (!config.network.disable_webrtc).then(|| server::WebRtcOptions {
+            fqdn: config.network.fqdn.clone(),
+            bind_address: config.network.bind_address.clone(),
+            ice_servers: config.network.ice_servers.clone(),
+            max_peers: config.network.max_webrtc_peers,
+        }),
         ..ServerOptions::default()
     };
     server::run(listeners, machine.clone(), options, shutdown).await?;

@@ -461,6 +461,11 @@ impl rpc::auth_service_server::AuthService for AuthApi {
     }
 }
 
+/// Marks a request from a WebRTC data channel whose caller authenticated at signaling. Only
+/// the server sets request extensions, so a peer cannot forge it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelAuthenticated;
+
 /// The tower layer requiring a valid token on every call but Authenticate (and `GET /`).
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -508,7 +513,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let open = path == AUTHENTICATE_PATH || (path == "/" && req.method() == http::Method::GET);
+        let open = path == AUTHENTICATE_PATH
+            || (path == "/" && req.method() == http::Method::GET)
+            // A WebRTC data channel: its caller authenticated at signaling, and the channel's
+            // dispatcher has put that entity in the request.
+            || req.extensions().get::<ChannelAuthenticated>().is_some();
         if !open {
             match self.auth.check_header(&req) {
                 Ok(subject) => {

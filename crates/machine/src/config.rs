@@ -35,6 +35,8 @@ pub const MAX_HEARTBEAT_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection with no call in flight is kept open by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on WebRTC peer connections at once.
+pub const DEFAULT_MAX_WEBRTC_PEERS: usize = 128;
 /// The default limit on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -132,6 +134,13 @@ pub struct NetworkConfig {
     pub idle_timeout: Duration,
     /// The machine's name, used as the access tokens' audience.
     pub fqdn: Option<String>,
+    /// STUN/TURN servers the machine's WebRTC answerer gathers candidates with (none by
+    /// default: on a LAN, host candidates suffice).
+    pub ice_servers: Vec<tether_rtc::IceServer>,
+    /// Serve no WebRTC (no signaling service, no answerer).
+    pub disable_webrtc: bool,
+    /// Most WebRTC peer connections at once; more calls are refused with RESOURCE_EXHAUSTED.
+    pub max_webrtc_peers: usize,
 }
 
 impl NetworkConfig {
@@ -153,6 +162,9 @@ impl Default for NetworkConfig {
             tls_files: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             fqdn: None,
+            ice_servers: Vec::new(),
+            disable_webrtc: false,
+            max_webrtc_peers: DEFAULT_MAX_WEBRTC_PEERS,
         }
     }
 }
@@ -230,6 +242,68 @@ struct RawNetwork {
     max_connections: Option<usize>,
     #[serde(default)]
     idle_timeout: Option<String>,
+    #[serde(default)]
+    ice_servers: Vec<RawIceServer>,
+    #[serde(default)]
+    disable_webrtc: bool,
+    #[serde(default)]
+    max_webrtc_peers: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIceServer {
+    urls: OneOrMany,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    credential: String,
+}
+
+/// `"url"` or `["url", ...]`, as WebRTC configurations write `urls`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawIceServer {
+    fn validate(self, index: usize) -> Result<tether_rtc::IceServer, String> {
+        let urls = match self.urls {
+            OneOrMany::One(u) => vec![u],
+            OneOrMany::Many(u) => u,
+        };
+        if urls.is_empty() {
+            return Err(format!("network.ice_servers[{index}]: urls is empty"));
+        }
+        for url in &urls {
+            let scheme = url.split(':').next().unwrap_or("");
+            match scheme {
+                "stun" | "stuns" => {}
+                "turn" | "turns" => {
+                    if self.username.is_empty() || self.credential.is_empty() {
+                        return Err(format!(
+                            "network.ice_servers[{index}]: {url:?} needs a username and a credential"
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "network.ice_servers[{index}]: {url:?} is not a stun:, stuns:, turn: or turns: URL"
+                    ));
+                }
+            }
+            if url.len() <= scheme.len() + 1 {
+                return Err(format!("network.ice_servers[{index}]: {url:?} has no host"));
+            }
+        }
+        Ok(tether_rtc::IceServer {
+            urls,
+            username: self.username,
+            credential: self.credential,
+        })
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -389,6 +463,19 @@ impl RawNetwork {
                 return Err("network.max_connections must be at least 1".into());
             }
             net.max_connections = max;
+        }
+        net.ice_servers = self
+            .ice_servers
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.validate(i))
+            .collect::<Result<_, _>>()?;
+        net.disable_webrtc = self.disable_webrtc;
+        if let Some(max) = self.max_webrtc_peers {
+            if max == 0 {
+                return Err("network.max_webrtc_peers must be at least 1".into());
+            }
+            net.max_webrtc_peers = max;
         }
         Ok(net)
     }

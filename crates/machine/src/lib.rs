@@ -18,6 +18,7 @@ pub mod server;
 pub mod services;
 pub mod sessions;
 pub mod tls;
+pub mod webrtc;
 
 /// The embedded demo machine's config: a rover with one of every component.
 pub const DEMO_CONFIG: &str = include_str!("demo.json");

@@ -49,7 +49,9 @@ use crate::operations::Holding;
 use crate::operations::OperationsLayer;
 use crate::services::Api;
 use crate::sessions::{PeerInfo, PeerKind, SessionLayer};
+use crate::webrtc::{Answerer, AnswererStats, CallQueue, Hosts, MemoryQueue, SignalingApi};
 use tether_proto::proto::rpc::v1::auth_service_server::AuthServiceServer;
+use tether_proto::proto::rpc::webrtc::v1::signaling_service_server::SignalingServiceServer;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -105,6 +107,32 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Authentication, when API keys are configured.
     pub auth: Option<Arc<Authenticator>>,
+    /// WebRTC (signaling on this port and the machine's answerer), unless disabled.
+    pub webrtc: Option<WebRtcOptions>,
+}
+
+/// WebRTC settings of the server.
+#[derive(Debug, Clone)]
+pub struct WebRtcOptions {
+    /// The machine's name (an `rpc-host` it answers to).
+    pub fqdn: Option<String>,
+    /// The configured bind address (`host:port`), also an `rpc-host` it answers to.
+    pub bind_address: String,
+    /// STUN/TURN servers for the answerer, also handed to callers by `OptionalWebRTCConfig`.
+    pub ice_servers: Vec<tether_rtc::IceServer>,
+    /// Most peer connections at once.
+    pub max_peers: usize,
+}
+
+impl Default for WebRtcOptions {
+    fn default() -> Self {
+        Self {
+            fqdn: None,
+            bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
+            ice_servers: Vec::new(),
+            max_peers: crate::config::DEFAULT_MAX_WEBRTC_PEERS,
+        }
+    }
 }
 
 impl Default for ServerOptions {
@@ -119,6 +147,7 @@ impl Default for ServerOptions {
             idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
             tls: None,
             auth: None,
+            webrtc: Some(WebRtcOptions::default()),
         }
     }
 }
@@ -167,6 +196,7 @@ pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
 pub fn app(
     machine: Arc<Machine>,
     auth: Option<Arc<Authenticator>>,
+    signaling: Option<SignalingApi>,
 ) -> Result<axum::Router, ServeError> {
     let api = Api::new(machine.clone());
     let max = MAX_MESSAGE_BYTES;
@@ -228,6 +258,9 @@ pub fn app(
     if let Some(auth) = auth {
         routes.add_service(AuthServiceServer::new(AuthApi::new(auth)));
     }
+    if let Some(signaling) = signaling {
+        routes.add_service(limited!(SignalingServiceServer::new(signaling)));
+    }
     let router = routes
         .routes()
         .into_axum_router()
@@ -243,7 +276,25 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let router = app(machine.clone(), options.auth.clone())?;
+    // The machine's names as `rpc-host`, known once the port is.
+    let port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let loopback_only = listeners
+        .iter()
+        .all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
+    let webrtc = options.webrtc.clone().map(|w| {
+        let hosts = Arc::new(Hosts::new(port, w.fqdn.as_deref(), &w.bind_address));
+        let queue: Arc<dyn CallQueue> = Arc::new(MemoryQueue::default());
+        let api = SignalingApi::new(queue.clone(), hosts.clone(), w.ice_servers.clone());
+        (w, hosts, queue, api)
+    });
+    let router = app(
+        machine.clone(),
+        options.auth.clone(),
+        webrtc.as_ref().map(|(_, _, _, api)| api.clone()),
+    )?;
     let service = ServiceBuilder::new()
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
         .option_layer(options.auth.clone().map(AuthLayer::new))
@@ -251,6 +302,27 @@ pub async fn run(
         .layer(SessionLayer::new(machine.clone()))
         .service(router);
     let expiry = tokio::spawn(machine.sessions().clone().run_expiry(machine.clone()));
+    let answerer_stop = CancellationToken::new();
+    let answerer = webrtc.map(|(w, hosts, queue, _)| {
+        let answerer = Answerer {
+            queue,
+            hosts: vec![hosts.canonical.clone()],
+            peer_config: tether_rtc::PeerConfig {
+                ice_servers: w.ice_servers,
+                // A machine listening only on loopback offers only loopback candidates.
+                interfaces: if loopback_only {
+                    tether_rtc::Interfaces::LoopbackOnly
+                } else {
+                    tether_rtc::Interfaces::All
+                },
+                ..Default::default()
+            },
+            service: service.clone(),
+            max_peers: w.max_peers,
+            stats: Arc::new(AnswererStats::default()),
+        };
+        tokio::spawn(answerer.run(answerer_stop.clone()))
+    });
     let options = Arc::new(options);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
@@ -311,6 +383,14 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing the open ones");
     stop.cancel();
+    answerer_stop.cancel();
+    if let Some(a) = answerer
+        && tokio::time::timeout(options.shutdown_grace, a)
+            .await
+            .is_err()
+    {
+        tracing::warn!("WebRTC peers still open after the grace period");
+    }
     if tokio::time::timeout(options.shutdown_grace, tracker.wait())
         .await
         .is_err()
@@ -454,7 +534,7 @@ async fn serve_connection<S>(
     options: &ServerOptions,
     stop: CancellationToken,
 ) where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -478,7 +558,8 @@ async fn serve_connection<S>(
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
     // Every request learns its peer, and counts as in flight until its response body is done.
-    let service = tower::service_fn(move |mut req: Request<Incoming>| {
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let mut req = req.map(Body::new);
         req.extensions_mut().insert(info.clone());
         let in_flight = tracked.begin();
         let call = service.clone().oneshot(req);

@@ -1,0 +1,250 @@
+//! The machine's answerer: takes offers for this machine from the call queue, answers each
+//! with its own WebRTC peer, trickles candidates both ways, and once the `data` channel opens
+//! serves it with [`dispatch::serve`](super::dispatch::serve).
+//!
+//! Every peer is bounded in time: the exchange must finish within the offer's deadline, a
+//! connection whose ICE fails (no consent for `failed_timeout`) or whose channel closes is
+//! torn down, its calls cancelled and its tasks aborted. The number of peers at once is
+//! bounded (`network.max_webrtc_peers`): a call beyond it is refused with
+//! RESOURCE_EXHAUSTED.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Request, Response};
+use tether_rtc::{Peer, PeerConfig, PeerEvent};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
+
+use super::dispatch::{self, ConnectionContext};
+use super::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
+use crate::sessions::{PeerInfo, PeerKind};
+
+/// The least time an answerer gives an exchange, whatever the offer's deadline says.
+const MIN_EXCHANGE: Duration = Duration::from_secs(5);
+
+/// Peers open now (for tests and the leak check).
+#[derive(Debug, Default)]
+pub struct AnswererStats {
+    pub peers: AtomicUsize,
+    pub connected: AtomicUsize,
+}
+
+/// Answers offers for `hosts` until `stop`.
+pub struct Answerer<S> {
+    pub queue: Arc<dyn CallQueue>,
+    pub hosts: Vec<String>,
+    pub peer_config: PeerConfig,
+    pub service: S,
+    pub max_peers: usize,
+    pub stats: Arc<AnswererStats>,
+}
+
+impl<S> Answerer<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    pub async fn run(self, stop: CancellationToken) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.max_peers));
+        let tracker = TaskTracker::new();
+        loop {
+            let side = tokio::select! {
+                _ = stop.cancelled() => break,
+                side = this.queue.recv_offer(&this.hosts) => side,
+            };
+            let side = match side {
+                Ok(side) => side,
+                Err(e) => {
+                    tracing::warn!(error = %e, "call queue failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    max = this.max_peers,
+                    "WebRTC peer limit reached; refusing a call"
+                );
+                let _ = side
+                    .to_caller
+                    .send(FromAnswerer::Error(Status::resource_exhausted(format!(
+                        "this machine serves at most {} WebRTC connections at once",
+                        this.max_peers
+                    ))))
+                    .await;
+                continue;
+            };
+            let (this, stop) = (this.clone(), stop.clone());
+            tracker.spawn(async move {
+                this.stats.peers.fetch_add(1, Ordering::Relaxed);
+                this.answer(side, stop).await;
+                this.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn answer(&self, side: AnswererSide, stop: CancellationToken) {
+        let uuid = side.offer.uuid.clone();
+        let entity = side.offer.caller_entity.clone();
+        let (peer, events) = match Peer::new(&self.peer_config).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a WebRTC peer");
+                let _ = side
+                    .to_caller
+                    .send(FromAnswerer::Error(Status::internal(e.to_string())))
+                    .await;
+                return;
+            }
+        };
+        let result = self
+            .exchange_and_serve(&peer, events, side, entity, &stop)
+            .await;
+        if let Err(reason) = result {
+            tracing::debug!(%uuid, %reason, "WebRTC call ended");
+        }
+        peer.close().await;
+    }
+
+    async fn exchange_and_serve(
+        &self,
+        peer: &Peer,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+        side: AnswererSide,
+        entity: Arc<str>,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let AnswererSide {
+            offer,
+            to_caller,
+            mut from_caller,
+        } = side;
+        let deadline = offer.deadline.max(Instant::now() + MIN_EXCHANGE);
+        let refuse = |status: Status| {
+            let to_caller = to_caller.clone();
+            async move {
+                let _ = to_caller.send(FromAnswerer::Error(status)).await;
+            }
+        };
+        let answer = match peer.accept_offer(&offer.sdp).await {
+            Ok(a) => a,
+            Err(e) => {
+                refuse(Status::invalid_argument(e.to_string())).await;
+                return Err(format!("bad offer: {e}"));
+            }
+        };
+        let answer = if offer.disable_trickle {
+            match tokio::time::timeout_at(deadline, peer.complete_local_description()).await {
+                Ok(Ok(a)) => a,
+                _ => {
+                    refuse(Status::deadline_exceeded(
+                        "candidate gathering did not finish",
+                    ))
+                    .await;
+                    return Err("gathering timed out".into());
+                }
+            }
+        } else {
+            answer
+        };
+        if to_caller.send(FromAnswerer::Answer(answer)).await.is_err() {
+            return Err("caller went away before the answer".into());
+        }
+        if offer.disable_trickle {
+            let _ = to_caller.send(FromAnswerer::Done).await;
+        }
+        // Signaling until the data channel opens.
+        let mut caller_open = true;
+        let mut done_sent = offer.disable_trickle;
+        let open = peer.data_channel(deadline.saturating_duration_since(Instant::now()));
+        tokio::pin!(open);
+        let channel = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Err("shutting down".into()),
+                opened = &mut open => match opened {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        if !done_sent {
+                            refuse(Status::deadline_exceeded(format!("connection not established: {e}"))).await;
+                        }
+                        return Err(e.to_string());
+                    }
+                },
+                event = events.recv() => match event {
+                    Some(PeerEvent::Candidate(c)) if !done_sent => {
+                        let _ = to_caller.send(FromAnswerer::Candidate(c)).await;
+                    }
+                    Some(PeerEvent::GatheringDone) if !done_sent => {
+                        done_sent = true;
+                        let _ = to_caller.send(FromAnswerer::Done).await;
+                    }
+                    Some(PeerEvent::Closed(why)) => return Err(why.into()),
+                    None => return Err("peer events ended".into()),
+                    _ => {}
+                },
+                update = from_caller.recv(), if caller_open => match update {
+                    Some(FromCaller::Candidate(c)) => {
+                        if let Err(e) = peer.add_remote_candidate(c).await {
+                            tracing::debug!(error = %e, "ignoring a bad remote candidate");
+                        }
+                    }
+                    Some(FromCaller::Done) | None => caller_open = false,
+                    Some(FromCaller::Error(s)) => return Err(format!("caller gave up: {s}")),
+                },
+            }
+        };
+        if !done_sent {
+            let _ = to_caller.send(FromAnswerer::Done).await;
+        }
+        drop(to_caller);
+        self.stats.connected.fetch_add(1, Ordering::Relaxed);
+        let context = ConnectionContext {
+            info: PeerInfo {
+                kind: PeerKind::WebRtc,
+                remote: None,
+                local: None,
+            },
+            entity,
+        };
+        // Serve until the channel ends, ICE fails or the peer closes, or shutdown.
+        let closed = async {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.recv() => match event {
+                        Some(PeerEvent::Closed(why)) => {
+                            tracing::debug!(reason = why, "WebRTC peer closed");
+                            return;
+                        }
+                        None => return,
+                        _ => {}
+                    },
+                    // Late caller candidates still help ICE (e.g. a relay after a host pair).
+                    update = from_caller.recv(), if caller_open => match update {
+                        Some(FromCaller::Candidate(c)) => { let _ = peer.add_remote_candidate(c).await; }
+                        _ => caller_open = false,
+                    },
+                }
+            }
+        };
+        dispatch::serve(channel.clone(), self.service.clone(), context, closed).await;
+        channel.close().await;
+        self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,477 @@
+//! Serves gRPC calls framed on a WebRTC data channel through the same tower stack as TCP.
+//!
+//! Each `headers` frame becomes an `http::Request` (POST, the method as path, the metadata as
+//! headers, `-bin` values base64 as HTTP carries them) whose body is fed with the stream's
+//! messages in gRPC framing and ends at `eos` — a unary handler runs only once its body ends.
+//! The request carries the connection's [`PeerInfo`] and the [`Entity`] authenticated when the
+//! caller signaled, marked [`ChannelAuthenticated`] so the auth layer accepts it without a
+//! token. The response goes back as `headers`, messages and `trailers`; a trailers-only
+//! response (every error before a message) is recognised in the HTTP headers.
+//!
+//! One task per stream, tracked in a `JoinSet` aborted when the channel ends; one writer task
+//! per channel sends frames in the order each stream produced them. The deadline of a call
+//! (`timeout` in its headers, or the `grpc-timeout` header rust-utils copies) bounds the
+//! whole call here, since tonic's router does not enforce it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tether_rpc::framing::{
+    self, Metadata, ServerEvent, ServerStreams, encode_response_headers, encode_response_message,
+    encode_trailers,
+};
+use tether_rtc::Channel;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tower::ServiceExt;
+
+use crate::auth::ChannelAuthenticated;
+use crate::sessions::{Entity, PeerInfo};
+
+/// Request messages buffered per stream before the reader waits for its handler.
+const BODY_BUFFER: usize = 16;
+/// Encoded frames queued for the channel writer.
+const WRITE_BUFFER: usize = 256;
+
+/// Who is on the other end of a data channel.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    pub info: PeerInfo,
+    pub entity: Arc<str>,
+}
+
+type BodySender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+struct Open {
+    body: Option<BodySender>,
+    task: AbortHandle,
+}
+
+/// Serves the channel until it closes (or `closed` resolves); then cancels every call.
+pub async fn serve<S>(
+    channel: Channel,
+    service: S,
+    context: ConnectionContext,
+    closed: impl Future<Output = ()>,
+) where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (out, mut outgoing) = mpsc::channel::<Bytes>(WRITE_BUFFER);
+    let writer_channel = channel.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if writer_channel.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut codec = ServerStreams::default();
+    let mut open: HashMap<u64, Open> = HashMap::new();
+    let mut tasks: JoinSet<u64> = JoinSet::new();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            _ = &mut closed => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(stream) = done {
+                    codec.finish(stream);
+                    open.remove(&stream);
+                }
+            }
+            frame = channel.recv() => {
+                let Some(frame) = frame else { break };
+                let events = match codec.receive(&frame) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dropping an undecodable data-channel frame");
+                        continue;
+                    }
+                };
+                for event in events {
+                    match event {
+                        ServerEvent::Open { stream, method, metadata, timeout } => {
+                            let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
+                            let call = CallSpec { stream, method, metadata, timeout };
+                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), out.clone()));
+                            open.insert(stream, Open { body: Some(body_tx), task });
+                        }
+                        ServerEvent::Message { stream, payload } => {
+                            let Some(body) = open.get(&stream).and_then(|o| o.body.clone()) else { continue };
+                            let mut framed = BytesMut::with_capacity(5 + payload.len());
+                            framed.extend_from_slice(&[0]);
+                            framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                            framed.extend_from_slice(&payload);
+                            // Waits while the handler is BODY_BUFFER messages behind: bounded
+                            // memory, at the price of pausing this channel's reads meanwhile.
+                            let _ = body.send(Ok(Frame::data(framed.freeze()))).await;
+                        }
+                        ServerEvent::HalfClose { stream } => {
+                            if let Some(o) = open.get_mut(&stream) {
+                                o.body = None;
+                            }
+                        }
+                        ServerEvent::Cancel { stream } => {
+                            if let Some(o) = open.remove(&stream) {
+                                o.task.abort();
+                            }
+                        }
+                        ServerEvent::Fail { stream, frames } => {
+                            if let Some(o) = open.remove(&stream) {
+                                o.task.abort();
+                            }
+                            for f in frames {
+                                if out.send(Bytes::from(f)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tasks.shutdown().await;
+    drop(out);
+    writer.abort();
+}
+
+struct CallSpec {
+    stream: u64,
+    method: String,
+    metadata: Metadata,
+    timeout: Option<Duration>,
+}
+
+/// Headers a peer's metadata must not set on the synthesized request.
+fn reserved(key: &str) -> bool {
+    key.starts_with(':')
+        || matches!(
+            key,
+            "content-type"
+                | "te"
+                | "content-length"
+                | "connection"
+                | "host"
+                | "transfer-encoding"
+                | "grpc-timeout"
+                | "upgrade"
+                | "keep-alive"
+        )
+}
+
+fn build_request(call: &CallSpec, body: Body) -> Result<(Request<Body>, Option<Duration>), String> {
+    if !call.method.starts_with('/') {
+        return Err(format!("malformed method {:?}", call.method));
+    }
+    let mut req = Request::builder()
+        .method(http::Method::POST)
+        .uri(call.method.as_str())
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(body)
+        .map_err(|e| format!("malformed method {:?}: {e}", call.method))?;
+    let mut timeout = call.timeout.filter(|t| !t.is_zero());
+    let headers = req.headers_mut();
+    for (key, values) in &call.metadata {
+        let key = key.to_ascii_lowercase();
+        if key == "grpc-timeout" && timeout.is_none() {
+            timeout = values.first().and_then(|v| parse_grpc_timeout(v));
+        }
+        if reserved(&key) {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            return Err(format!("invalid metadata key {key:?}"));
+        };
+        for v in values {
+            // `-bin` values travel base64 in HTTP; a peer may send them raw.
+            let value = if key.ends_with("-bin")
+                && base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(v.trim_end_matches('='))
+                    .is_err()
+            {
+                HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(v))
+            } else {
+                HeaderValue::from_str(v)
+            };
+            match value {
+                Ok(value) => {
+                    headers.append(name.clone(), value);
+                }
+                Err(_) => return Err(format!("invalid value for metadata key {key:?}")),
+            }
+        }
+    }
+    Ok((req, timeout))
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Metadata from response headers or trailers, without the gRPC transport keys.
+fn metadata_of(headers: &HeaderMap) -> Metadata {
+    let mut md: Metadata = Vec::new();
+    for (name, value) in headers {
+        let key = name.as_str();
+        if key == "content-type" || key.starts_with("grpc-") && key != "grpc-status-details-bin" {
+            continue;
+        }
+        let Ok(v) = value.to_str() else { continue };
+        match md.iter_mut().find(|(k, _)| k == key) {
+            Some((_, vs)) => vs.push(v.to_string()),
+            None => md.push((key.to_string(), vec![v.to_string()])),
+        }
+    }
+    md
+}
+
+fn status_of(headers: &HeaderMap) -> (i32, String) {
+    match tonic::Status::from_header_map(headers) {
+        Some(s) => (s.code() as i32, s.message().to_string()),
+        None => (
+            tonic::Code::Internal as i32,
+            "response ended without a grpc-status".into(),
+        ),
+    }
+}
+
+async fn run_call<S>(
+    call: CallSpec,
+    body: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
+    service: S,
+    context: ConnectionContext,
+    out: mpsc::Sender<Bytes>,
+) -> u64
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let stream = call.stream;
+    let body = Body::new(http_body_util::StreamBody::new(futures::stream::unfold(
+        body,
+        |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+    )));
+    let send = |frame: Vec<u8>| {
+        let out = out.clone();
+        async move { out.send(Bytes::from(frame)).await.is_ok() }
+    };
+    let (mut req, timeout) = match build_request(&call, body) {
+        Ok(built) => built,
+        Err(message) => {
+            send(encode_response_headers(stream, &[])).await;
+            send(encode_trailers(
+                stream,
+                framing::code::INVALID_ARGUMENT,
+                &message,
+                &[],
+            ))
+            .await;
+            return stream;
+        }
+    };
+    req.extensions_mut().insert(context.info.clone());
+    req.extensions_mut().insert(Entity(context.entity.clone()));
+    req.extensions_mut().insert(ChannelAuthenticated);
+    let headers_sent = AtomicBool::new(false);
+    let work = respond(stream, service.oneshot(req), &send, &headers_sent);
+    let finished = match timeout {
+        Some(t) => tokio::time::timeout(t, work).await.is_ok(),
+        None => {
+            work.await;
+            true
+        }
+    };
+    if !finished {
+        if !headers_sent.load(Ordering::Relaxed) {
+            send(encode_response_headers(stream, &[])).await;
+        }
+        send(encode_trailers(
+            stream,
+            tonic::Code::DeadlineExceeded as i32,
+            "context deadline exceeded",
+            &[],
+        ))
+        .await;
+    }
+    stream
+}
+
+async fn respond<F, Fut>(
+    stream: u64,
+    call: impl Future<Output = Result<Response<Body>, Infallible>>,
+    send: &F,
+    headers_sent: &AtomicBool,
+) where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let Ok(response) = call.await;
+    let (parts, mut body) = response.into_parts();
+    headers_sent.store(true, Ordering::Relaxed);
+    if parts.headers.contains_key("grpc-status") {
+        // Trailers-only: every error raised before a message.
+        let (code, message) = status_of(&parts.headers);
+        send(encode_response_headers(stream, &[])).await;
+        send(encode_trailers(
+            stream,
+            code,
+            &message,
+            &metadata_of(&parts.headers),
+        ))
+        .await;
+        return;
+    }
+    if !send(encode_response_headers(
+        stream,
+        &metadata_of(&parts.headers),
+    ))
+    .await
+    {
+        return;
+    }
+    let mut pending = BytesMut::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    pending.extend_from_slice(&data);
+                    while pending.len() >= 5 {
+                        let compressed = pending[0] != 0;
+                        let len =
+                            u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]])
+                                as usize;
+                        if pending.len() < 5 + len {
+                            break;
+                        }
+                        pending.advance(5);
+                        let message = pending.split_to(len);
+                        if compressed {
+                            send(encode_trailers(
+                                stream,
+                                tonic::Code::Internal as i32,
+                                "compressed responses are not supported over WebRTC",
+                                &[],
+                            ))
+                            .await;
+                            return;
+                        }
+                        for packet in encode_response_message(stream, &message) {
+                            if !send(packet).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let (code, message) = status_of(&trailers);
+                        send(encode_trailers(
+                            stream,
+                            code,
+                            &message,
+                            &metadata_of(&trailers),
+                        ))
+                        .await;
+                        return;
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                send(encode_trailers(
+                    stream,
+                    tonic::Code::Internal as i32,
+                    &format!("response failed: {e}"),
+                    &[],
+                ))
+                .await;
+                return;
+            }
+            None => {
+                send(encode_trailers(
+                    stream,
+                    tonic::Code::Internal as i32,
+                    "response ended without a grpc-status",
+                    &[],
+                ))
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn requests_carry_metadata_but_not_reserved_headers() {
+        let call = CallSpec {
+            stream: 1,
+            method: "/viam.robot.v1.RobotService/GetVersion".into(),
+            metadata: vec![
+                ("content-type".into(), vec!["text/evil".into()]),
+                ("grpc-timeout".into(), vec!["2S".into()]),
+                ("viam-sid".into(), vec!["abc".into()]),
+                ("x-trace-bin".into(), vec!["\u{1}raw".into()]),
+                ("x-ok-bin".into(), vec!["AAEC".into()]),
+            ],
+            timeout: None,
+        };
+        let (req, timeout) = build_request(&call, Body::empty()).unwrap();
+        assert_eq!(timeout, Some(Duration::from_secs(2)));
+        assert_eq!(req.headers()["content-type"], "application/grpc");
+        assert_eq!(req.headers()["viam-sid"], "abc");
+        assert_eq!(req.headers()["x-ok-bin"], "AAEC");
+        assert_eq!(req.headers()["x-trace-bin"], "AXJhdw==");
+        assert!(req.headers().get("grpc-timeout").is_none());
+        let bad = CallSpec {
+            metadata: vec![("bad key".into(), vec!["v".into()])],
+            ..call
+        };
+        assert!(
+            build_request(&bad, Body::empty())
+                .unwrap_err()
+                .contains("invalid metadata key")
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The call queue between callers (`Call`/`CallUpdate`) and answerers (the machine's own
+//! answerer, or `Answer` streams), behind a trait a shared backend (Redis, for a fleet of
+//! signaling instances) can implement.
+//!
+//! An offer carries a deadline as a local monotonic instant; it crosses hosts only as a
+//! duration (see the `Answer` stream), never as a wall-clock comparison.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tether_rtc::Candidate;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Status;
+
+/// Most offers waiting for an answerer of one host.
+pub const MAX_PENDING_PER_HOST: usize = 64;
+/// Messages buffered each way in one exchange.
+const EXCHANGE_BUFFER: usize = 64;
+
+/// A caller's offer.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub uuid: String,
+    /// The encoded SDP (base64 of the JSON session description).
+    pub sdp: String,
+    pub disable_trickle: bool,
+    /// When the exchange must be finished by.
+    pub deadline: Instant,
+    /// Who the caller authenticated as at signaling ("" without authentication).
+    pub caller_entity: Arc<str>,
+}
+
+/// From the answerer to the caller.
+#[derive(Debug, Clone)]
+pub enum FromAnswerer {
+    Answer(String),
+    Candidate(Candidate),
+    Done,
+    Error(Status),
+}
+
+/// From the caller to the answerer.
+#[derive(Debug, Clone)]
+pub enum FromCaller {
+    Candidate(Candidate),
+    Done,
+    Error(Status),
+}
+
+/// The caller's end of an exchange.
+pub struct CallerSide {
+    pub uuid: String,
+    pub from_answerer: mpsc::Receiver<FromAnswerer>,
+}
+
+/// The answerer's end of an exchange.
+pub struct AnswererSide {
+    pub offer: Offer,
+    pub to_caller: mpsc::Sender<FromAnswerer>,
+    pub from_caller: mpsc::Receiver<FromCaller>,
+}
+
+/// Where offers wait for answerers.
+#[tonic::async_trait]
+pub trait CallQueue: Send + Sync + 'static {
+    /// Queues `offer` for an answerer of `host`.
+    async fn send_offer(&self, host: &str, offer: Offer) -> Result<CallerSide, Status>;
+    /// Passes a caller's update to the answerer of call `uuid`, if `entity` made that call.
+    async fn caller_update(
+        &self,
+        uuid: &str,
+        entity: &str,
+        update: FromCaller,
+    ) -> Result<(), Status>;
+    /// Waits for the next live offer for any of `hosts`.
+    async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status>;
+}
+
+type Handoff = oneshot::Sender<AnswererSide>;
+
+#[derive(Default)]
+struct HostQueue {
+    offers: VecDeque<AnswererSide>,
+    /// Answerers waiting; one waiter may be listed under several hosts.
+    waiters: VecDeque<Arc<Mutex<Option<Handoff>>>>,
+}
+
+struct CallEntry {
+    entity: Arc<str>,
+    deadline: Instant,
+    to_answerer: mpsc::Sender<FromCaller>,
+}
+
+#[derive(Default)]
+struct State {
+    hosts: HashMap<String, HostQueue>,
+    calls: HashMap<String, CallEntry>,
+}
+
+/// The in-process queue (one machine, or one signaling instance).
+#[derive(Default)]
+pub struct MemoryQueue {
+    state: Mutex<State>,
+}
+
+impl MemoryQueue {
+    /// Calls whose caller updates are still routable (for tests and leak checks).
+    pub fn live_calls(&self) -> usize {
+        self.state.lock().unwrap().calls.len()
+    }
+}
+
+#[tonic::async_trait]
+impl CallQueue for MemoryQueue {
+    async fn send_offer(&self, host: &str, offer: Offer) -> Result<CallerSide, Status> {
+        let (to_caller, from_answerer) = mpsc::channel(EXCHANGE_BUFFER);
+        let (to_answerer, from_caller) = mpsc::channel(EXCHANGE_BUFFER);
+        let uuid = offer.uuid.clone();
+        let side = AnswererSide {
+            offer,
+            to_caller,
+            from_caller,
+        };
+        let entry = CallEntry {
+            entity: side.offer.caller_entity.clone(),
+            deadline: side.offer.deadline,
+            to_answerer,
+        };
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        state.calls.retain(|_, c| c.deadline > now);
+        let queue = state.hosts.entry(host.to_string()).or_default();
+        // Hand over to a waiting answerer if one is still there; otherwise queue the offer.
+        let mut pending = Some(side);
+        while let Some(waiter) = queue.waiters.pop_front() {
+            let Some(tx) = waiter.lock().unwrap().take() else {
+                continue;
+            };
+            match tx.send(pending.take().expect("offer present")) {
+                Ok(()) => break,
+                Err(back) => pending = Some(back),
+            }
+        }
+        if let Some(side) = pending {
+            queue
+                .offers
+                .retain(|o| o.offer.deadline > now && !o.to_caller.is_closed());
+            if queue.offers.len() >= MAX_PENDING_PER_HOST {
+                return Err(Status::resource_exhausted(format!(
+                    "too many calls waiting for {host}; try again later"
+                )));
+            }
+            queue.offers.push_back(side);
+        }
+        state.calls.insert(uuid.clone(), entry);
+        Ok(CallerSide {
+            uuid,
+            from_answerer,
+        })
+    }
+
+    async fn caller_update(
+        &self,
+        uuid: &str,
+        entity: &str,
+        update: FromCaller,
+    ) -> Result<(), Status> {
+        let finished = matches!(update, FromCaller::Done | FromCaller::Error(_));
+        let (tx, deadline) = {
+            let mut state = self.state.lock().unwrap();
+            let now = Instant::now();
+            let Some(call) = state
+                .calls
+                .get(uuid)
+                .filter(|c| &*c.entity == entity && c.deadline > now)
+            else {
+                return Err(Status::not_found(format!(
+                    "no call in progress with uuid {uuid:?}"
+                )));
+            };
+            let found = (call.to_answerer.clone(), call.deadline);
+            if finished {
+                state.calls.remove(uuid);
+            }
+            found
+        };
+        match tokio::time::timeout_at(deadline, tx.send(update)).await {
+            Ok(Ok(())) => Ok(()),
+            // The answerer has finished with this call; late updates change nothing.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Status::deadline_exceeded("call deadline passed")),
+        }
+    }
+
+    async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status> {
+        loop {
+            let rx = {
+                let now = Instant::now();
+                let mut state = self.state.lock().unwrap();
+                for host in hosts {
+                    if let Some(queue) = state.hosts.get_mut(host) {
+                        while let Some(side) = queue.offers.pop_front() {
+                            if side.offer.deadline > now && !side.to_caller.is_closed() {
+                                return Ok(side);
+                            }
+                        }
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                let waiter = Arc::new(Mutex::new(Some(tx)));
+                for host in hosts {
+                    let queue = state.hosts.entry(host.clone()).or_default();
+                    queue.waiters.retain(|w| w.lock().unwrap().is_some());
+                    queue.waiters.push_back(waiter.clone());
+                }
+                rx
+            };
+            if let Ok(side) = rx.await
+                && !side.to_caller.is_closed()
+            {
+                return Ok(side);
+            }
+        }
+    }
+}

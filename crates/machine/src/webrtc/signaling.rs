@@ -1,0 +1,455 @@
+//! `proto.rpc.webrtc.v1.SignalingService` on the machine's port.
+//!
+//! `rpc-host` picks the machine a call is for; the embedded service answers only for this
+//! machine's own names ([`Hosts`]). `Call` queues the caller's offer and streams back the
+//! answer and the answerer's candidates; `CallUpdate` carries the caller's candidates;
+//! `Answer` is the answerer's side of the same exchange over gRPC (what a machine uses with a
+//! standalone signaling service); `OptionalWebRTCConfig` hands out the machine's ICE servers.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tether_proto::google::rpc::Status as RpcStatus;
+use tether_proto::proto::rpc::webrtc::v1 as pb;
+use tether_rtc::{Candidate, IceServer};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
+use crate::sessions::{Entity, PeerInfo};
+
+/// How long a caller's offer may take to be answered and finish its exchange.
+pub const OFFER_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a waiting `Answer` stream gets a heartbeat.
+pub const ANSWER_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Most `rpc-host` values an answerer may answer for.
+const MAX_ANSWER_HOSTS: usize = 5;
+
+/// The names this machine answers to as `rpc-host`.
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    /// The key the machine's own answerer waits under.
+    pub canonical: String,
+    port: u16,
+    names: HashSet<String>,
+}
+
+impl Hosts {
+    /// Names for a machine listening on `port`: its FQDN (bare and with the port),
+    /// `localhost:port`, and the configured bind address.
+    pub fn new(port: u16, fqdn: Option<&str>, bind_address: &str) -> Self {
+        let mut names = HashSet::new();
+        names.insert(format!("localhost:{port}"));
+        if let Some(f) = fqdn {
+            names.insert(f.to_string());
+            names.insert(format!("{f}:{port}"));
+        }
+        if let Ok((host, _)) = crate::config::split_host_port(bind_address) {
+            names.insert(format!("{host}:{port}"));
+        }
+        let canonical = fqdn.map_or_else(|| format!("localhost:{port}"), str::to_string);
+        names.insert(canonical.clone());
+        Self {
+            canonical,
+            port,
+            names,
+        }
+    }
+
+    /// Whether `host` names this machine, as reached on `local` (the address the caller's
+    /// connection arrived at): a configured name, or `IP:port` of this listener where the IP
+    /// is the one the caller connected to, or loopback.
+    pub fn accepts(&self, host: &str, local: Option<SocketAddr>) -> bool {
+        if self.names.contains(host) {
+            return true;
+        }
+        let Ok((h, port)) = crate::config::split_host_port(host) else {
+            return false;
+        };
+        if port != self.port {
+            return false;
+        }
+        match h.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || local.is_some_and(|l| l.ip() == ip),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The signaling service.
+#[derive(Clone)]
+pub struct SignalingApi {
+    queue: Arc<dyn CallQueue>,
+    hosts: Arc<Hosts>,
+    ice_servers: Arc<Vec<IceServer>>,
+}
+
+impl SignalingApi {
+    pub fn new(queue: Arc<dyn CallQueue>, hosts: Arc<Hosts>, ice_servers: Vec<IceServer>) -> Self {
+        Self {
+            queue,
+            hosts,
+            ice_servers: Arc::new(ice_servers),
+        }
+    }
+
+    /// The `rpc-host` values of a request, checked against this machine's names.
+    fn hosts_of<T>(&self, r: &Request<T>, min: usize, max: usize) -> Result<Vec<String>, Status> {
+        let values: Vec<&str> = r
+            .metadata()
+            .get_all("rpc-host")
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        if values.len() < min || values.is_empty() {
+            return Err(Status::invalid_argument(format!("expected {min} rpc-host")));
+        }
+        if values.len() > max {
+            return Err(Status::invalid_argument(if max == 1 {
+                "expected 1 rpc-host".to_string()
+            } else {
+                "too many rpc-host".to_string()
+            }));
+        }
+        let local = r.extensions().get::<PeerInfo>().and_then(|p| p.local);
+        let mut out = Vec::new();
+        for v in values {
+            if v.is_empty() {
+                return Err(Status::invalid_argument("rpc-host must not be empty"));
+            }
+            if !self.hosts.accepts(v, local) {
+                return Err(Status::invalid_argument("host not preconfigured"));
+            }
+            if !out.contains(&self.hosts.canonical) {
+                out.push(self.hosts.canonical.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn candidate_to_wire(c: Candidate) -> pb::IceCandidate {
+    pb::IceCandidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdpm_line_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+fn candidate_from_wire(c: pb::IceCandidate) -> Candidate {
+    Candidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdpm_line_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+fn status_to_wire(s: &Status) -> RpcStatus {
+    RpcStatus {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        details: Vec::new(),
+    }
+}
+
+fn status_from_wire(s: Option<RpcStatus>) -> Status {
+    match s {
+        Some(s) => Status::new(tonic::Code::from_i32(s.code), s.message),
+        None => Status::unknown("peer reported an error without a status"),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> BoxStream<T> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+#[tonic::async_trait]
+impl pb::signaling_service_server::SignalingService for SignalingApi {
+    async fn call(
+        &self,
+        r: Request<pb::CallRequest>,
+    ) -> Result<Response<BoxStream<pb::CallResponse>>, Status> {
+        let hosts = self.hosts_of(&r, 1, 1)?;
+        let entity = Entity::of(r.extensions());
+        let r = r.into_inner();
+        if r.sdp.is_empty() {
+            return Err(Status::invalid_argument("offer SDP is empty"));
+        }
+        let deadline = Instant::now() + OFFER_DEADLINE;
+        let offer = Offer {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            sdp: r.sdp,
+            disable_trickle: r.disable_trickle,
+            deadline,
+            caller_entity: entity,
+        };
+        let mut side = self.queue.send_offer(&hosts[0], offer).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let uuid = side.uuid;
+        tokio::spawn(async move {
+            let mut answered = false;
+            loop {
+                let next = tokio::time::timeout_at(deadline, side.from_answerer.recv()).await;
+                let message = match next {
+                    Err(_) if !answered => Err(Status::deadline_exceeded(format!(
+                        "no answer within {OFFER_DEADLINE:?}: is the machine running?"
+                    ))),
+                    // Answered, and the exchange ran out its time: the connection stands.
+                    Err(_) => break,
+                    Ok(None) if !answered => Err(Status::unavailable(
+                        "the answerer went away before answering",
+                    )),
+                    Ok(None) | Ok(Some(FromAnswerer::Done)) => break,
+                    Ok(Some(FromAnswerer::Error(s))) => Err(s),
+                    Ok(Some(FromAnswerer::Answer(sdp))) => {
+                        answered = true;
+                        Ok(pb::CallResponse {
+                            uuid: uuid.clone(),
+                            stage: Some(pb::call_response::Stage::Init(
+                                pb::CallResponseInitStage { sdp },
+                            )),
+                        })
+                    }
+                    Ok(Some(FromAnswerer::Candidate(c))) => Ok(pb::CallResponse {
+                        uuid: uuid.clone(),
+                        stage: Some(pb::call_response::Stage::Update(
+                            pb::CallResponseUpdateStage {
+                                candidate: Some(candidate_to_wire(c)),
+                            },
+                        )),
+                    }),
+                };
+                let last = message.is_err();
+                // The caller hung up: dropping our end tells the answerer.
+                if tx.send(message).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(receiver_stream(rx)))
+    }
+
+    async fn call_update(
+        &self,
+        r: Request<pb::CallUpdateRequest>,
+    ) -> Result<Response<pb::CallUpdateResponse>, Status> {
+        self.hosts_of(&r, 1, 1)?;
+        let entity = Entity::of(r.extensions());
+        let r = r.into_inner();
+        use pb::call_update_request::Update;
+        let update = match r.update {
+            Some(Update::Candidate(c)) => FromCaller::Candidate(candidate_from_wire(c)),
+            Some(Update::Done(true)) => FromCaller::Done,
+            Some(Update::Done(false)) => {
+                return Err(Status::invalid_argument("done must be true when set"));
+            }
+            Some(Update::Error(s)) => FromCaller::Error(status_from_wire(Some(s))),
+            None => return Err(Status::invalid_argument("update is required")),
+        };
+        self.queue.caller_update(&r.uuid, &entity, update).await?;
+        Ok(Response::new(pb::CallUpdateResponse {}))
+    }
+
+    async fn answer(
+        &self,
+        r: Request<Streaming<pb::AnswerResponse>>,
+    ) -> Result<Response<BoxStream<pb::AnswerRequest>>, Status> {
+        let hosts = self.hosts_of(&r, 1, MAX_ANSWER_HOSTS)?;
+        let heartbeats = r
+            .metadata()
+            .get("heartbeats-allowed")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        let mut answers = r.into_inner();
+        let queue = self.queue.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            if let Err(status) = relay_answer(queue, hosts, heartbeats, &mut answers, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(receiver_stream(rx)))
+    }
+
+    async fn optional_web_rtc_config(
+        &self,
+        r: Request<pb::OptionalWebRtcConfigRequest>,
+    ) -> Result<Response<pb::OptionalWebRtcConfigResponse>, Status> {
+        self.hosts_of(&r, 1, MAX_ANSWER_HOSTS)?;
+        Ok(Response::new(pb::OptionalWebRtcConfigResponse {
+            config: Some(pb::WebRtcConfig {
+                additional_ice_servers: self
+                    .ice_servers
+                    .iter()
+                    .map(|s| pb::IceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone(),
+                        credential: s.credential.clone(),
+                    })
+                    .collect(),
+                disable_trickle: false,
+            }),
+        }))
+    }
+
+    async fn report_connection_metadata(
+        &self,
+        r: Request<pb::ReportConnectionMetadataRequest>,
+    ) -> Result<Response<pb::ReportConnectionMetadataResponse>, Status> {
+        let r = r.into_inner();
+        tracing::debug!(
+            stage = r.reached_stage,
+            duration_ms = r.duration_ms,
+            failure = r.failure_code,
+            "caller reported connection metadata"
+        );
+        Ok(Response::new(pb::ReportConnectionMetadataResponse {}))
+    }
+}
+
+/// One `Answer` stream: heartbeats while waiting, then one offer relayed both ways until
+/// both sides are done or its deadline passes.
+async fn relay_answer(
+    queue: Arc<dyn CallQueue>,
+    hosts: Vec<String>,
+    heartbeats: bool,
+    answers: &mut Streaming<pb::AnswerResponse>,
+    tx: &mpsc::Sender<Result<pb::AnswerRequest, Status>>,
+) -> Result<(), Status> {
+    use pb::answer_request::Stage as Out;
+    use pb::answer_response::Stage as In;
+    let offer = async {
+        let wait = queue.recv_offer(&hosts);
+        tokio::pin!(wait);
+        let mut beat =
+            tokio::time::interval_at(Instant::now() + ANSWER_HEARTBEAT, ANSWER_HEARTBEAT);
+        loop {
+            tokio::select! {
+                side = &mut wait => return side,
+                _ = beat.tick(), if heartbeats => {
+                    let hb = pb::AnswerRequest { uuid: String::new(), stage: Some(Out::Heartbeat(pb::AnswerRequestHeartbeatStage {})) };
+                    if tx.send(Ok(hb)).await.is_err() {
+                        return Err(Status::cancelled("answerer went away"));
+                    }
+                }
+                // The answerer hanging up while waiting ends the stream.
+                _ = tx.closed() => return Err(Status::cancelled("answerer went away")),
+            }
+        }
+    };
+    let mut side = offer.await?;
+    let uuid = side.offer.uuid.clone();
+    let remaining = side
+        .offer
+        .deadline
+        .saturating_duration_since(Instant::now());
+    let deadline = std::time::SystemTime::now() + remaining;
+    let init = pb::AnswerRequest {
+        uuid: uuid.clone(),
+        stage: Some(Out::Init(pb::AnswerRequestInitStage {
+            sdp: side.offer.sdp.clone(),
+            optional_config: Some(pb::WebRtcConfig {
+                additional_ice_servers: Vec::new(),
+                disable_trickle: side.offer.disable_trickle,
+            }),
+            deadline: Some(prost_types::Timestamp::from(deadline)),
+            caller_auth_entity: side.offer.caller_entity.to_string(),
+            caller_auth_metadata: Default::default(),
+        })),
+    };
+    if tx.send(Ok(init)).await.is_err() {
+        let _ = side
+            .to_caller
+            .send(FromAnswerer::Error(Status::unavailable(
+                "answerer went away",
+            )))
+            .await;
+        return Ok(());
+    }
+    let (mut answerer_done, mut caller_done) = (false, false);
+    let until = side.offer.deadline;
+    while !(answerer_done && caller_done) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            msg = answers.message() => {
+                let stage = match msg {
+                    Ok(Some(m)) if m.uuid == uuid => m.stage,
+                    Ok(Some(m)) => {
+                        return Err(Status::invalid_argument(format!("answer for unknown call {:?}", m.uuid)));
+                    }
+                    Ok(None) | Err(_) => {
+                        if !answerer_done {
+                            let _ = side.to_caller.send(FromAnswerer::Error(Status::unavailable("answerer went away"))).await;
+                        }
+                        return Ok(());
+                    }
+                };
+                let relay = match stage {
+                    Some(In::Init(i)) => FromAnswerer::Answer(i.sdp),
+                    Some(In::Update(u)) => match u.candidate {
+                        Some(c) => FromAnswerer::Candidate(candidate_from_wire(c)),
+                        None => continue,
+                    },
+                    Some(In::Done(_)) => { answerer_done = true; FromAnswerer::Done }
+                    Some(In::Error(e)) => { answerer_done = true; FromAnswerer::Error(status_from_wire(e.status)) }
+                    None => return Err(Status::invalid_argument("answer without a stage")),
+                };
+                let _ = side.to_caller.send(relay).await;
+            }
+            update = side.from_caller.recv(), if !caller_done => {
+                let stage = match update {
+                    Some(FromCaller::Candidate(c)) => Out::Update(pb::AnswerRequestUpdateStage { candidate: Some(candidate_to_wire(c)) }),
+                    Some(FromCaller::Done) | None => { caller_done = true; Out::Done(pb::AnswerRequestDoneStage {}) }
+                    Some(FromCaller::Error(s)) => { caller_done = true; Out::Error(pb::AnswerRequestErrorStage { status: Some(status_to_wire(&s)) }) }
+                };
+                if tx.send(Ok(pb::AnswerRequest { uuid: uuid.clone(), stage: Some(stage) })).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_accept_own_names_and_the_address_reached() {
+        let h = Hosts::new(8080, Some("rover.example"), "0.0.0.0:8080");
+        let local: SocketAddr = "192.0.2.7:8080".parse().unwrap();
+        for ok in [
+            "localhost:8080",
+            "rover.example",
+            "rover.example:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "192.0.2.7:8080",
+            "0.0.0.0:8080",
+        ] {
+            assert!(h.accepts(ok, Some(local)), "{ok}");
+        }
+        for bad in [
+            "other:8080",
+            "192.0.2.8:8080",
+            "127.0.0.1:9090",
+            "rover.example:9",
+            "",
+            "nonsense",
+        ] {
+            assert!(!h.accepts(bad, Some(local)), "{bad}");
+        }
+        assert!(!h.accepts("192.0.2.7:8080", None));
+    }
+}
