@@ -3,8 +3,11 @@
 //! Each call reads the machine's current transport (so no client is ever left holding a dead
 //! connection once reconnection swaps it), adds the access token, and on safety-monitored
 //! methods adds `viam-sid`, starting the session first if there is none. A response that says
-//! the session expired ends the session locally and is passed to the caller as it is: never
-//! retried.
+//! the session expired — in its headers (trailers-only) or in its trailers — ends the session
+//! locally and is passed to the caller as it is: never retried.
+//!
+//! [`dial_transport`] makes a transport: WebRTC and direct gRPC in the order the options say,
+//! the second as the fallback of the first.
 
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -18,16 +21,59 @@ use tonic::transport::Channel;
 use tower::ServiceExt;
 
 use crate::session::ClientSession;
-use crate::{ApiKey, ClientError, ConnectionEvent, Options, Tls};
+use crate::webrtc::{LostHook, WebRtcChannel};
+use crate::{ApiKey, ClientError, ConnectionEvent, DialMethod, Options, Tls};
 
 /// The metadata key carrying the session id.
 pub(crate) const SESSION_ID_HEADER: &str = "viam-sid";
 
-/// How the machine is reached. WebRTC joins here as a second variant.
+/// How the machine is reached.
 #[derive(Clone)]
 pub(crate) enum Transport {
     /// Direct gRPC over HTTP/2.
     Direct(Channel),
+    /// gRPC over a WebRTC data channel.
+    WebRtc(WebRtcChannel),
+}
+
+impl Transport {
+    /// `webrtc` or `direct`, as events name it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Direct(_) => DialMethod::Direct.name(),
+            Self::WebRtc(_) => DialMethod::WebRtc.name(),
+        }
+    }
+
+    /// Ends the transport on purpose (it was replaced). A direct channel just goes when its
+    /// last clone does; a WebRTC connection is closed now, failing its open calls.
+    fn close(&self) {
+        if let Self::WebRtc(rtc) = self {
+            rtc.close("replaced by a new connection");
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each call drives its own readiness (`oneshot`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match self.clone() {
+            Self::Direct(channel) => {
+                Box::pin(async move { channel.oneshot(req).await.map_err(Into::into) })
+            }
+            Self::WebRtc(rtc) => Box::pin(rtc.oneshot(req)),
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -76,9 +122,13 @@ impl Inner {
         self.options.backoff.max_attempts == 0
     }
 
-    /// Puts a new transport (and token) in place for every client at once.
+    /// Puts a new transport (and token) in place for every client at once; closes the old one.
     pub(crate) fn replace_transport(&self, transport: Transport, token: Option<String>) {
-        *self.transport.write().unwrap_or_else(|p| p.into_inner()) = transport;
+        let old = std::mem::replace(
+            &mut *self.transport.write().unwrap_or_else(|p| p.into_inner()),
+            transport,
+        );
+        old.close();
         *self.bearer.write().unwrap_or_else(|p| p.into_inner()) = bearer_header(token.as_deref());
         *self.token.write().unwrap_or_else(|p| p.into_inner()) = token.map(Arc::from);
     }
@@ -100,6 +150,105 @@ impl Inner {
     pub(crate) fn token(&self) -> Option<Arc<str>> {
         self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Dials this machine again, as the options say.
+    pub(crate) async fn dial(
+        &self,
+        attempt: u32,
+    ) -> Result<(Transport, Option<String>), ClientError> {
+        dial_transport(
+            &self.address,
+            &self.options,
+            attempt,
+            &|e| self.emit(e),
+            lost_hook(&self.suspicions),
+        )
+        .await
+    }
+}
+
+/// What a WebRTC connection calls when it ends by itself: a confirmed loss for the supervisor.
+fn lost_hook(suspicions: &mpsc::UnboundedSender<Suspicion>) -> LostHook {
+    let suspicions = suspicions.clone();
+    Arc::new(move |cause| {
+        let _ = suspicions.send(Suspicion {
+            cause,
+            confirmed: true,
+        });
+    })
+}
+
+/// Dials by each method in the options' order until one connects; each gets the dial timeout
+/// and a `Dialing` event. If every method fails, the direct error is returned (it is the one
+/// that says most about reaching the machine at all).
+pub(crate) async fn dial_transport(
+    address: &str,
+    options: &Options,
+    attempt: u32,
+    emit: &(dyn Fn(ConnectionEvent) + Sync),
+    lost: LostHook,
+) -> Result<(Transport, Option<String>), ClientError> {
+    let mut reusable = None;
+    let mut webrtc_error = None;
+    let mut direct_error = None;
+    for method in options.dial_order() {
+        emit(ConnectionEvent::Dialing {
+            method: method.name().into(),
+            attempt,
+        });
+        let timeout = options.dial_timeout;
+        match method {
+            DialMethod::WebRtc => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let dialed = tokio::time::timeout(
+                    timeout + Duration::from_millis(500),
+                    crate::signaling::dial(address, options, deadline, lost.clone()),
+                )
+                .await;
+                match dialed {
+                    Ok(Ok((rtc, token))) => return Ok((Transport::WebRtc(rtc), token)),
+                    Ok(Err(failure)) => {
+                        tracing::debug!(error = %failure.error, "WebRTC dial failed");
+                        reusable = failure.direct;
+                        let same_address = options
+                            .signaling_address
+                            .as_deref()
+                            .is_none_or(|s| s == address);
+                        // The machine refused the credentials: direct would be refused too.
+                        if same_address && matches!(failure.error, ClientError::Auth(_)) {
+                            return Err(failure.error);
+                        }
+                        webrtc_error = Some(failure.error);
+                    }
+                    Err(_) => webrtc_error = Some(ClientError::Timeout(address.into(), timeout)),
+                }
+            }
+            DialMethod::Direct => {
+                let dialed = match reusable.take() {
+                    Some(connection) => Ok(Ok(connection)),
+                    None => {
+                        tokio::time::timeout(
+                            timeout,
+                            connect_authenticated(
+                                address,
+                                &options.tls,
+                                options.credentials.as_ref(),
+                            ),
+                        )
+                        .await
+                    }
+                };
+                match dialed {
+                    Ok(Ok((channel, token))) => return Ok((Transport::Direct(channel), token)),
+                    Ok(Err(e)) => direct_error = Some(e),
+                    Err(_) => direct_error = Some(ClientError::Timeout(address.into(), timeout)),
+                }
+            }
+        }
+    }
+    Err(direct_error
+        .or(webrtc_error)
+        .unwrap_or_else(|| ClientError::Address(address.into(), "no dial method".into())))
 }
 
 /// A channel to one machine, shared by every typed client of a [`crate::RobotClient`].
@@ -217,26 +366,24 @@ pub(crate) fn is_session_expired(status: &tonic::Status) -> bool {
 }
 
 impl RobotChannel {
-    /// Dials and authenticates within the dial timeout.
+    /// Dials (WebRTC and/or direct, as the options say) and authenticates.
     pub(crate) async fn connect(address: &str, options: Options) -> Result<Self, ClientError> {
+        options.validate()?;
         let (events, _) = broadcast::channel(256);
         let _ = events.send(ConnectionEvent::Connecting);
-        let _ = events.send(ConnectionEvent::Dialing {
-            method: "direct".into(),
-            attempt: 1,
-        });
-        let work = connect_authenticated(address, &options.tls, options.credentials.as_ref());
-        let (channel, token) = tokio::time::timeout(options.dial_timeout, work)
-            .await
-            .map_err(|_| ClientError::Timeout(address.to_string(), options.dial_timeout))??;
-        let _ = events.send(ConnectionEvent::Connected {
-            transport: "direct gRPC (h2c)".into(),
-        });
         let (suspicions, suspected) = mpsc::unbounded_channel();
+        let emit = |e: ConnectionEvent| {
+            let _ = events.send(e);
+        };
+        let (transport, token) =
+            dial_transport(address, &options, 1, &emit, lost_hook(&suspicions)).await?;
+        let _ = events.send(ConnectionEvent::Connected {
+            transport: transport.name().into(),
+        });
         let inner = Arc::new(Inner {
             address: address.to_string(),
             options,
-            transport: RwLock::new(Transport::Direct(channel)),
+            transport: RwLock::new(transport),
             bearer: RwLock::new(bearer_header(token.as_deref())),
             token: RwLock::new(token.map(Arc::from)),
             session: ClientSession::default(),
@@ -269,11 +416,48 @@ impl RobotChannel {
     }
 }
 
-/// Whether a (trailers-only) response says the session expired.
-fn session_expired<B>(response: &http::Response<B>) -> bool {
-    let h = response.headers();
+/// Whether headers (trailers-only) or trailers say the session expired.
+fn session_expired(h: &http::HeaderMap) -> bool {
     h.get("grpc-status").is_some_and(|v| v == "3")
         && h.get("grpc-message").is_some_and(|v| v == SESSION_EXPIRED)
+}
+
+/// A monitored call's response body, passed through; trailers saying the session expired end
+/// the session.
+struct SessionWatch {
+    body: tonic::body::Body,
+    sid: Option<String>,
+    inner: std::sync::Weak<Inner>,
+}
+
+impl http_body::Body for SessionWatch {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && session_expired(trailers)
+            && let Some(sid) = self.sid.take()
+            && let Some(inner) = self.inner.upgrade()
+            && inner.session.end(&sid)
+        {
+            inner.emit(ConnectionEvent::SessionExpired { id: sid });
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {
@@ -304,22 +488,31 @@ impl tower::Service<http::Request<tonic::body::Body>> for RobotChannel {
             if let Some(sid) = &sid {
                 req.headers_mut().insert(SESSION_ID_HEADER, sid.parse()?);
             }
-            let response = match inner.transport() {
-                Transport::Direct(channel) => match channel.oneshot(req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        inner.suspect(format!("call failed: {e}"));
-                        return Err(e.into());
-                    }
-                },
+            let response = match inner.transport().oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    inner.suspect(format!("call failed: {e}"));
+                    return Err(e);
+                }
             };
-            if let Some(sid) = sid
-                && session_expired(&response)
-                && inner.session.end(&sid)
-            {
-                inner.emit(ConnectionEvent::SessionExpired { id: sid });
+            let Some(sid) = sid else {
+                return Ok(response);
+            };
+            if session_expired(response.headers()) {
+                if inner.session.end(&sid) {
+                    inner.emit(ConnectionEvent::SessionExpired { id: sid });
+                }
+                return Ok(response);
             }
-            Ok(response)
+            // The refusal may also come in the trailers (after the headers, as it does over a
+            // data channel when frames arrive apart): watch them.
+            Ok(response.map(|body| {
+                tonic::body::Body::new(SessionWatch {
+                    body,
+                    sid: Some(sid),
+                    inner: Arc::downgrade(&this.inner),
+                })
+            }))
         })
     }
 }

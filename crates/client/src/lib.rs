@@ -3,28 +3,41 @@
 //! [`RobotClient::connect`] dials a machine, authenticates with an API key if one is given, and
 //! returns a client whose typed resource clients ([`Motor::from_robot`], [`RobotClient::robot`])
 //! all run over one [`RobotChannel`]. The channel is the transport seam: every call reads the
-//! machine's *current* transport (direct gRPC today; WebRTC joins as another variant), adds the
+//! machine's *current* transport — WebRTC (gRPC over a data channel) or direct gRPC — adds the
 //! access token, and — only on safety-monitored methods, decided by the
 //! `safety_heartbeat_monitored` option in the same descriptors the server reads — the session
 //! id, starting the session lazily before the first such call.
 //!
-//! Sessions are heartbeated every window/5 from a dedicated OS thread with its own runtime and
-//! its own authenticated connection, so application work that hogs the application's runtime
-//! cannot starve them. A call that fails with `SESSION_EXPIRED` is never retried: the error
-//! reaches the application and the next monitored call starts a new session.
+//! Dialing tries WebRTC first (signaled through the machine's own signaling service unless
+//! [`Options::signaling_address`] says otherwise; no ICE servers needed on a LAN) and falls back
+//! to direct gRPC if WebRTC fails for any reason; [`Options::disable_webrtc`] and
+//! [`Options::prefer_webrtc`] change that order, which reconnections keep. Each attempt is a
+//! `Dialing` event and the winner a `Connected { transport: "webrtc" | "direct" }` event. A
+//! machine on a loopback address is dialed with loopback-only ICE candidates.
 //!
-//! When the connection is lost — noticed by failed heartbeats within about one window, or by
-//! a transport error — a supervisor reconnects on the sans-IO [`backoff`] schedule, swaps the
-//! new transport under every typed client at once, and resumes the session if the machine
-//! still has it. Every step is a [`ConnectionEvent`] on [`RobotClient::events`]; after the
-//! last attempt the client reports `ReconnectionFailed` and waits for the application. The
-//! library never exits the process.
+//! Sessions are heartbeated every window/5 from a dedicated OS thread with its own runtime, so
+//! application work that hogs the application's runtime cannot starve them: on direct gRPC
+//! over a connection of its own (the same path as the commanding connection), on WebRTC over
+//! the commanding peer connection itself (whose engine runs on its own thread too). Either
+//! way a session stays alive only while the path the commands take works. A call that fails
+//! with `SESSION_EXPIRED` is never retried: the error reaches the application and the next
+//! monitored call starts a new session.
+//!
+//! When the connection is lost — noticed by failed heartbeats within about one window, by a
+//! transport error, or at once when a WebRTC peer connection ends — a supervisor reconnects on
+//! the sans-IO [`backoff`] schedule, swaps the new transport under every typed client at once,
+//! and resumes the session if the machine still has it. Every step is a [`ConnectionEvent`] on
+//! [`RobotClient::events`]; after the last attempt the client reports `ReconnectionFailed` and
+//! waits for the application. The library never exits the process.
 
 pub mod backoff;
 mod channel;
 mod components;
 mod reconnect;
 mod session;
+mod signaling;
+mod webrtc;
+mod wire;
 
 use std::time::Duration;
 
@@ -32,6 +45,8 @@ pub use channel::RobotChannel;
 pub use components::*;
 use tether_proto::viam::robot::v1 as robot;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
+/// An ICE server (STUN or TURN) for WebRTC dials.
+pub use tether_rtc::IceServer;
 use tokio::sync::broadcast;
 
 /// API-key credentials.
@@ -75,6 +90,22 @@ pub struct Options {
     pub disable_sessions: bool,
     /// Reconnection pacing (`max_attempts: 0` never reconnects).
     pub backoff: backoff::BackoffPolicy,
+    /// Where to signal WebRTC dials (default: the machine address itself, whose own
+    /// signaling service answers for it).
+    pub signaling_address: Option<String>,
+    /// ICE servers (STUN/TURN) besides those the signaler suggests. None are needed on a LAN.
+    pub ice_servers: Vec<IceServer>,
+    /// WebRTC through a TURN relay only.
+    pub force_relay: bool,
+    /// WebRTC peer to peer only: host and server-reflexive candidates, never a relay.
+    /// Mutually exclusive with `force_relay`.
+    pub force_p2p: bool,
+    /// Never try WebRTC: direct gRPC only.
+    pub disable_webrtc: bool,
+    /// Try WebRTC before direct gRPC (the default); when false, direct gRPC is tried first
+    /// and WebRTC only if it fails. Either way the other method is the fallback, on the first
+    /// dial and on every reconnection.
+    pub prefer_webrtc: bool,
 }
 
 impl Default for Options {
@@ -85,6 +116,12 @@ impl Default for Options {
             dial_timeout: Duration::from_secs(20),
             disable_sessions: false,
             backoff: backoff::BackoffPolicy::default(),
+            signaling_address: None,
+            ice_servers: Vec::new(),
+            force_relay: false,
+            force_p2p: false,
+            disable_webrtc: false,
+            prefer_webrtc: true,
         }
     }
 }
@@ -102,6 +139,63 @@ impl Options {
         self
     }
 
+    /// These options signaling WebRTC dials at `address` instead of the machine address.
+    pub fn with_signaling_address(mut self, address: impl Into<String>) -> Self {
+        self.signaling_address = Some(address.into());
+        self
+    }
+
+    /// These options with extra ICE servers (STUN/TURN) for WebRTC.
+    pub fn with_ice_servers(mut self, servers: impl IntoIterator<Item = IceServer>) -> Self {
+        self.ice_servers.extend(servers);
+        self
+    }
+
+    /// These options with WebRTC through a TURN relay only.
+    pub fn force_relay(mut self) -> Self {
+        self.force_relay = true;
+        self
+    }
+
+    /// These options with WebRTC peer to peer only (no relay).
+    pub fn force_p2p(mut self) -> Self {
+        self.force_p2p = true;
+        self
+    }
+
+    /// These options without WebRTC: direct gRPC only.
+    pub fn disable_webrtc(mut self) -> Self {
+        self.disable_webrtc = true;
+        self
+    }
+
+    /// These options trying direct gRPC first, WebRTC only if that fails.
+    pub fn prefer_direct(mut self) -> Self {
+        self.prefer_webrtc = false;
+        self
+    }
+
+    /// Checks that the options make sense together.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.force_relay && self.force_p2p {
+            return Err(ClientError::InvalidOptions(
+                "force_relay and force_p2p are mutually exclusive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The dial methods in the order they are tried.
+    pub(crate) fn dial_order(&self) -> &'static [DialMethod] {
+        if self.disable_webrtc {
+            &[DialMethod::Direct]
+        } else if self.prefer_webrtc {
+            &[DialMethod::WebRtc, DialMethod::Direct]
+        } else {
+            &[DialMethod::Direct, DialMethod::WebRtc]
+        }
+    }
+
     /// Options with API-key credentials.
     pub fn with_api_key(key: impl Into<String>, key_id: impl Into<String>) -> Self {
         Self {
@@ -114,14 +208,31 @@ impl Options {
     }
 }
 
+/// A way to reach a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialMethod {
+    WebRtc,
+    Direct,
+}
+
+impl DialMethod {
+    /// The name events use: `webrtc` or `direct`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WebRtc => "webrtc",
+            Self::Direct => "direct",
+        }
+    }
+}
+
 /// What happens to the connection and the session, as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionEvent {
     /// A dial is starting.
     Connecting,
-    /// Dialing by `method`, attempt number `attempt`.
+    /// Dialing by `method` (`webrtc` or `direct`), attempt number `attempt`.
     Dialing { method: String, attempt: u32 },
-    /// Connected over `transport`.
+    /// Connected over `transport` (`webrtc` or `direct`).
     Connected { transport: String },
     /// The connection was lost.
     Disconnected { cause: String },
@@ -141,6 +252,9 @@ pub enum ConnectionEvent {
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The options contradict each other.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
     /// The address is not usable.
     #[error("invalid address {0:?}: {1}")]
     Address(String, String),
@@ -165,10 +279,24 @@ pub struct RobotClient {
 }
 
 impl RobotClient {
-    /// Dials `address` (`host:port`) and authenticates, all within `options.dial_timeout`.
+    /// Dials `address` (`host:port`) and authenticates. Each dial method gets
+    /// `options.dial_timeout`.
     pub async fn connect(address: &str, options: Options) -> Result<Self, ClientError> {
         let channel = RobotChannel::connect(address, options).await?;
         Ok(Self { channel })
+    }
+
+    /// The transport in use now: `webrtc` or `direct`.
+    pub fn transport(&self) -> &'static str {
+        self.channel.inner.transport().name()
+    }
+
+    /// Whether the connection runs through a TURN relay (false on direct gRPC).
+    pub async fn is_relayed(&self) -> bool {
+        match self.channel.inner.transport() {
+            channel::Transport::WebRtc(rtc) => rtc.relayed().await,
+            channel::Transport::Direct(_) => false,
+        }
     }
 
     /// The channel every typed client runs over.

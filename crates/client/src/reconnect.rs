@@ -1,9 +1,12 @@
 //! The reconnect supervisor: one task per client, woken when the connection is suspected lost.
 //!
 //! Suspicion comes from failed heartbeats (each gets a quarter window; with the heartbeat period
-//! and a probe of half a window, a dead link is reported within about one window) and from transport errors on application calls. The supervisor
-//! probes the current transport; if it is really gone, it reports `Disconnected`, then dials
-//! again on the [`crate::backoff`] schedule, reporting each step. On success the new transport
+//! and a probe of half a window, a dead link is reported within about one window), from
+//! transport errors on application calls, and — already confirmed — from a WebRTC peer
+//! connection that ended by itself. The supervisor probes the current transport (whichever it
+//! is); if it is really gone, it reports `Disconnected`, then dials again on the
+//! [`crate::backoff`] schedule with the same methods in the same order as the first dial,
+//! reporting each step. On success the new transport
 //! replaces the old one for every typed client at once, and the session is resumed
 //! (`StartSession{resume}`) — or reported expired if the machine has already stopped what it
 //! drove. After the last attempt it reports `ReconnectionFailed` and waits: the application
@@ -17,9 +20,7 @@ use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, Failure, Next};
-use crate::channel::{
-    Inner, RobotChannel, Suspicion, Transport, authorized, connect_authenticated,
-};
+use crate::channel::{Inner, RobotChannel, Suspicion, authorized};
 use crate::{ClientError, ConnectionEvent};
 
 /// How long a probe of a suspect connection may take.
@@ -35,11 +36,10 @@ async fn probe(inner: &Inner) -> Result<(), String> {
 }
 
 async fn probe_within(inner: &Inner, timeout: Duration) -> Result<(), String> {
-    let Transport::Direct(channel) = inner.transport();
     let request = authorized(ResourceNamesRequest {}, inner.token().as_deref());
     match tokio::time::timeout(
         timeout,
-        RobotServiceClient::new(channel).resource_names(request),
+        RobotServiceClient::new(inner.transport()).resource_names(request),
     )
     .await
     {
@@ -131,33 +131,21 @@ pub(crate) async fn reconnect(inner: &Arc<Inner>) -> bool {
         };
         inner.emit(ConnectionEvent::Reconnecting { attempt, delay });
         tokio::time::sleep(delay).await;
-        inner.emit(ConnectionEvent::Dialing {
-            method: "direct".into(),
-            attempt,
-        });
-        let dialed = tokio::time::timeout(
-            inner.options.dial_timeout,
-            connect_authenticated(
-                &inner.address,
-                &inner.options.tls,
-                inner.options.credentials.as_ref(),
-            ),
-        )
-        .await;
-        match dialed {
-            Ok(Ok((channel, token))) => {
-                inner.replace_transport(Transport::Direct(channel), token);
+        // The same methods in the same order as the first dial; each within the dial timeout.
+        match inner.dial(attempt).await {
+            Ok((transport, token)) => {
+                let name = transport.name();
+                inner.replace_transport(transport, token);
                 inner.emit(ConnectionEvent::Connected {
-                    transport: "direct gRPC (h2c)".into(),
+                    transport: name.into(),
                 });
                 resume_session(inner).await;
                 return true;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::debug!(attempt, error = %e, "reconnection attempt failed");
                 last = Some(classify(&e));
             }
-            Err(_) => last = Some(Failure::Transient),
         }
     }
 }

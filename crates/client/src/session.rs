@@ -1,11 +1,22 @@
 //! The client's session: started lazily, heartbeated from a thread of its own, ended when the
 //! machine says it expired.
 //!
-//! The heartbeat thread owns a current-thread runtime and its own authenticated connection (as
-//! the official SDKs heartbeat on a second connection), so nothing the application does to its
+//! The heartbeat thread owns a current-thread runtime, so nothing the application does to its
 //! own runtime — a blocking task, a busy loop — can delay a heartbeat. It exits when the
 //! session ends or the client is dropped; the machine then stops what the session drove once
 //! the window lapses.
+//!
+//! Where heartbeats go is chosen so that a session lives only while the path the commands
+//! take is healthy:
+//!
+//! - On **direct gRPC**, over a second authenticated connection of the thread's own (as the
+//!   official SDKs do) to the same address — the same network path as the commanding
+//!   connection — so a heartbeat is never queued behind application calls on that runtime.
+//! - On **WebRTC**, over the commanding peer connection itself. A separate TCP connection
+//!   would take a different path (TCP to the signaling address rather than the ICE-selected
+//!   UDP pair): it could keep a session — and a motor — alive after the data channel died, or
+//!   let it lapse while the data channel is fine. The peer connection's engine, reader and
+//!   writer run on a runtime thread of their own, so the application still cannot starve them.
 
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
@@ -16,7 +27,11 @@ use tether_proto::viam::robot::v1::{
 };
 
 use crate::ConnectionEvent;
-use crate::channel::{Inner, RobotChannel, authorized, connect_authenticated, is_session_expired};
+use tonic::transport::Channel;
+
+use crate::channel::{
+    Inner, RobotChannel, Transport, authorized, connect_authenticated, is_session_expired,
+};
 
 #[derive(Default)]
 struct State {
@@ -192,10 +207,11 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
     let period = window / 5;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut connection = None;
+    // The thread's own direct connection, while the client's transport is direct.
+    let mut connection: Option<(Channel, Option<String>)> = None;
     loop {
         tick.tick().await;
-        let (address, credentials, tls) = {
+        let (address, credentials, tls, transport, token) = {
             let Some(inner) = client.upgrade() else {
                 return;
             };
@@ -206,28 +222,39 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
                 inner.address.clone(),
                 inner.options.credentials.clone(),
                 inner.options.tls.clone(),
+                inner.transport(),
+                inner.token(),
             )
         };
-        if connection.is_none() {
-            let dialed = tokio::time::timeout(
-                window,
-                connect_authenticated(&address, &tls, credentials.as_ref()),
-            )
-            .await;
-            match dialed {
-                Ok(Ok(c)) => connection = Some(c),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "heartbeat connection failed");
-                    if let Some(inner) = client.upgrade() {
-                        inner.suspect(format!("heartbeat connection failed: {e}"));
-                    }
-                    continue;
-                }
-                Err(_) => continue,
+        let (via, token) = match transport {
+            Transport::WebRtc(rtc) => {
+                connection = None;
+                (Transport::WebRtc(rtc), token.map(|t| t.to_string()))
             }
-        }
-        let Some((channel, token)) = &connection else {
-            continue;
+            Transport::Direct(_) => {
+                if connection.is_none() {
+                    let dialed = tokio::time::timeout(
+                        window,
+                        connect_authenticated(&address, &tls, credentials.as_ref()),
+                    )
+                    .await;
+                    match dialed {
+                        Ok(Ok(c)) => connection = Some(c),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "heartbeat connection failed");
+                            if let Some(inner) = client.upgrade() {
+                                inner.suspect(format!("heartbeat connection failed: {e}"));
+                            }
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                let Some((channel, token)) = &connection else {
+                    continue;
+                };
+                (Transport::Direct(channel.clone()), token.clone())
+            }
         };
         let request = authorized(
             SendSessionHeartbeatRequest { id: id.clone() },
@@ -237,7 +264,7 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
         // window), a dead link is reported within about one window.
         let sent = tokio::time::timeout(
             window / 4,
-            RobotServiceClient::new(channel.clone()).send_session_heartbeat(request),
+            RobotServiceClient::new(via).send_session_heartbeat(request),
         )
         .await;
         match sent {
