@@ -187,6 +187,7 @@ where
                 },
                 event = events.recv() => match event {
                     Some(PeerEvent::Candidate(c)) if !done_sent => {
+                        tracing::debug!(candidate = %c.candidate, "local candidate");
                         let _ = to_caller.send(FromAnswerer::Candidate(c)).await;
                     }
                     Some(PeerEvent::GatheringDone) if !done_sent => {
@@ -199,6 +200,7 @@ where
                 },
                 update = from_caller.recv(), if caller_open => match update {
                     Some(FromCaller::Candidate(c)) => {
+                        tracing::debug!(candidate = %c.candidate, "caller candidate");
                         if let Err(e) = peer.add_remote_candidate(c).await {
                             tracing::debug!(error = %e, "ignoring a bad remote candidate");
                         }
