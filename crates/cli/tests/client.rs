@@ -132,7 +132,10 @@ async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried(
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(false, "5s", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
-    let robot = RobotClient::connect(&bind, Options::default().insecure())
+    // Direct gRPC: its HTTP/2 channel redials the restarted machine by itself, so the
+    // application's next call reaches it with the stale session. (Over WebRTC nothing reaches
+    // the machine until the supervisor has redialed and resumed — or replaced — the session.)
+    let robot = RobotClient::connect(&bind, Options::default().insecure().disable_webrtc())
         .await
         .unwrap();
     let mut events = robot.events();

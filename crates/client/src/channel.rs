@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     bearer: RwLock<Option<http::HeaderValue>>,
     pub(crate) session: ClientSession,
     events: broadcast::Sender<ConnectionEvent>,
+    /// The events of the first dial, sent before anyone could subscribe.
+    pub(crate) first_dial: Vec<ConnectionEvent>,
     suspicions: mpsc::UnboundedSender<Suspicion>,
 }
 
@@ -370,16 +372,18 @@ impl RobotChannel {
     pub(crate) async fn connect(address: &str, options: Options) -> Result<Self, ClientError> {
         options.validate()?;
         let (events, _) = broadcast::channel(256);
-        let _ = events.send(ConnectionEvent::Connecting);
+        let first_dial = std::sync::Mutex::new(vec![ConnectionEvent::Connecting]);
         let (suspicions, suspected) = mpsc::unbounded_channel();
         let emit = |e: ConnectionEvent| {
-            let _ = events.send(e);
+            tracing::debug!(event = ?e, "connection event");
+            first_dial.lock().unwrap_or_else(|p| p.into_inner()).push(e);
         };
         let (transport, token) =
             dial_transport(address, &options, 1, &emit, lost_hook(&suspicions)).await?;
-        let _ = events.send(ConnectionEvent::Connected {
+        emit(ConnectionEvent::Connected {
             transport: transport.name().into(),
         });
+        let first_dial = first_dial.into_inner().unwrap_or_else(|p| p.into_inner());
         let inner = Arc::new(Inner {
             address: address.to_string(),
             options,
@@ -388,6 +392,7 @@ impl RobotChannel {
             token: RwLock::new(token.map(Arc::from)),
             session: ClientSession::default(),
             events,
+            first_dial,
             suspicions,
         });
         tokio::spawn(crate::reconnect::supervise(

@@ -309,6 +309,12 @@ impl RobotClient {
         RobotServiceClient::new(self.channel.clone())
     }
 
+    /// The events of the dial that made this client (`Connecting`, each `Dialing`, then
+    /// `Connected`): they happened before [`Self::events`] could be subscribed to.
+    pub fn first_dial_events(&self) -> &[ConnectionEvent] {
+        &self.channel.inner.first_dial
+    }
+
     /// Connection and session events from now on.
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.channel.events()

@@ -277,6 +277,12 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
                 }
                 return;
             }
+            // The machine answered: the link works, but every stream of the peer connection
+            // is taken. Not a reason to reconnect; if it lasts a window, the session lapses
+            // (the machine stops what it drove), as it must when heartbeats cannot get through.
+            Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+                tracing::debug!(%status, "heartbeat refused: the connection is saturated");
+            }
             Ok(Err(status)) => {
                 tracing::debug!(%status, "heartbeat failed; redialing");
                 connection = None;

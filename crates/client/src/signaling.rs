@@ -12,7 +12,9 @@
 //! 3. Our candidates go out with `CallUpdate{uuid, candidate}` in the order they are gathered
 //!    (those found before the uuid is known wait in the peer's event queue), then
 //!    `CallUpdate{uuid, done}` once gathering is over.
-//! 4. The dial succeeds when the `data` channel opens, within the dial timeout.
+//! 4. The `data` channel opens, within the dial timeout, and answers a first call
+//!    (`ResourceNames`, what SDKs call first anyway) within [`FIRST_CALL_TIMEOUT`]; if it does
+//!    not, one more peer connection is tried before the dial fails.
 //!
 //! The signaling connection is dropped once both sides are done trickling (or after
 //! [`SIGNALING_LINGER`]), unless the dial falls back to direct gRPC and it is reused for that.
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use tether_proto::proto::rpc::webrtc::v1 as signaling;
 use tether_proto::proto::rpc::webrtc::v1::signaling_service_client::SignalingServiceClient;
+use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tether_rtc::{Candidate, IceServer, Interfaces, Peer, PeerConfig, PeerEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -228,33 +231,91 @@ pub(crate) async fn dial(
         },
         ..PeerConfig::default()
     };
-    let runtime = RtcRuntime::start()
-        .map_err(|e| fail(connect_error(address, format!("cannot start WebRTC: {e}"))))?;
-    let negotiation = runtime.handle().spawn(negotiate(
-        client,
-        metadata,
-        config,
-        options.force_p2p,
-        deadline,
-    ));
-    let negotiated = negotiation
+    let mut last_error = String::new();
+    for attempt in 1..=PEER_ATTEMPTS {
+        let attempt_deadline = deadline.min(Instant::now() + PEER_ATTEMPT_LIMIT);
+        match connect_peer(
+            &client,
+            &metadata,
+            &config,
+            options.force_p2p,
+            attempt_deadline,
+            &lost,
+        )
         .await
-        .map_err(|e| {
-            fail(connect_error(
-                address,
-                format!("WebRTC dial task failed: {e}"),
-            ))
-        })?
-        .map_err(|message| fail(connect_error(address, message)))?;
+        {
+            Ok(channel) => return Ok((channel, token)),
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "WebRTC peer connection failed");
+                last_error = e;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Err(fail(connect_error(address, last_error)))
+}
+
+/// Peer connections tried per dial: a data channel that opens on our side but never starts
+/// serving (see [`FIRST_CALL_TIMEOUT`]) gets one more try before the dial falls back.
+const PEER_ATTEMPTS: u32 = 2;
+/// Bound on one peer connection attempt: the offer deadline signalers enforce (10 s); the
+/// machine gives the call up after it anyway.
+const PEER_ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// How long the first call on a fresh data channel may take to be answered. The engine can
+/// (rarely, under load) open the channel on our side while the machine's side never opens;
+/// calls then get no answer until the machine gives the connection up. Any answer — even an
+/// error status — proves the channel works.
+const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One peer connection: signal, wait for the data channel, check it answers a first call.
+async fn connect_peer(
+    client: &SignalingServiceClient<Channel>,
+    metadata: &SignalingMetadata,
+    config: &PeerConfig,
+    force_p2p: bool,
+    deadline: Instant,
+    lost: &LostHook,
+) -> Result<WebRtcChannel, String> {
+    let runtime = RtcRuntime::start().map_err(|e| format!("cannot start WebRTC: {e}"))?;
     let Negotiated {
         peer,
         channel,
         closed,
-    } = negotiated;
-    Ok((
-        WebRtcChannel::start(runtime, peer, channel, closed, lost),
-        token,
-    ))
+    } = runtime
+        .handle()
+        .spawn(negotiate(
+            client.clone(),
+            metadata.clone(),
+            config.clone(),
+            force_p2p,
+            deadline,
+        ))
+        .await
+        .map_err(|e| format!("WebRTC dial task failed: {e}"))??;
+    let channel = WebRtcChannel::start(runtime, peer, channel, closed, lost.clone());
+    let mut robot = RobotServiceClient::new(channel.clone());
+    let first = robot.resource_names(tether_proto::viam::robot::v1::ResourceNamesRequest {});
+    let limit = FIRST_CALL_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    match tokio::time::timeout(limit, first).await {
+        Ok(Ok(_)) => Ok(channel),
+        // The machine answered: the channel works (the status is the application's concern).
+        Ok(Err(status)) if !status.message().starts_with("WebRTC transport closed") => Ok(channel),
+        Ok(Err(status)) => {
+            channel.close("the first call failed");
+            Err(format!(
+                "the data channel closed at once: {}",
+                status.message()
+            ))
+        }
+        Err(_) => {
+            channel.close("the first call got no answer");
+            Err(format!(
+                "the data channel opened but the first call got no answer within {limit:?}"
+            ))
+        }
+    }
 }
 
 struct Negotiated {
