@@ -137,7 +137,16 @@ struct StreamEntry {
     head: Option<oneshot::Sender<Head>>,
     body: mpsc::UnboundedSender<Item>,
     unread: Arc<AtomicUsize>,
-    pump: Option<AbortHandle>,
+    /// The call's request pump and deadline timer, stopped when the call ends.
+    tasks: Vec<AbortHandle>,
+}
+
+impl StreamEntry {
+    fn stop_tasks(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 struct State {
@@ -154,6 +163,8 @@ struct Shared {
     peer: Arc<Peer>,
     runtime: RtcRuntime,
     unread_total: Arc<AtomicUsize>,
+    /// [`STREAM_UNREAD_LIMIT`] and [`CONNECTION_UNREAD_LIMIT`] (smaller in tests).
+    unread_limits: (AtomicUsize, AtomicUsize),
     lost: LostHook,
 }
 
@@ -185,6 +196,10 @@ impl WebRtcChannel {
             peer,
             runtime,
             unread_total: Arc::new(AtomicUsize::new(0)),
+            unread_limits: (
+                AtomicUsize::new(STREAM_UNREAD_LIMIT),
+                AtomicUsize::new(CONNECTION_UNREAD_LIMIT),
+            ),
             lost,
         });
         let handle = shared.runtime.handle().clone();
@@ -220,6 +235,22 @@ impl WebRtcChannel {
     /// UNAVAILABLE; the supervisor is not told.
     pub(crate) fn close(&self, reason: &str) {
         self.shared.close(reason);
+    }
+
+    /// Lowers the unread-response limits (tests).
+    #[cfg(test)]
+    pub(crate) fn set_unread_limits(&self, stream: usize, connection: usize) {
+        self.shared.unread_limits.0.store(stream, Ordering::Relaxed);
+        self.shared
+            .unread_limits
+            .1
+            .store(connection, Ordering::Relaxed);
+    }
+
+    /// Response bytes received and not yet read, on the whole connection.
+    #[cfg(test)]
+    pub(crate) fn unread(&self) -> usize {
+        self.shared.unread_total.load(Ordering::Relaxed)
     }
 
     /// Calls open now.
@@ -258,9 +289,7 @@ impl Shared {
         };
         let trailers = wire::local_status_headers(&unavailable(reason));
         for (_, entry) in streams {
-            if let Some(pump) = &entry.pump {
-                pump.abort();
-            }
+            entry.stop_tasks();
             // A call still waiting for headers sees its head sender dropped (UNAVAILABLE).
             if entry.head.is_none() {
                 let _ = entry.body.send(Item::Trailers(trailers.clone()));
@@ -304,9 +333,7 @@ impl Shared {
             };
             (entry, s.codec.reset(id))
         };
-        if let Some(pump) = &entry.pump {
-            pump.abort();
-        }
+        entry.stop_tasks();
         let trailers = wire::local_status_headers(status);
         match entry.head {
             Some(head) => {
@@ -326,9 +353,7 @@ impl Shared {
             let Some(entry) = s.streams.remove(&id) else {
                 return;
             };
-            if let Some(pump) = &entry.pump {
-                pump.abort();
-            }
+            entry.stop_tasks();
             s.codec.reset(id)
         };
         self.send_control(frame);
@@ -358,9 +383,9 @@ impl Shared {
                     Some(entry) => {
                         let unread = entry.unread.load(Ordering::Relaxed);
                         let total = self.unread_total.load(Ordering::Relaxed);
-                        (unread > 0
-                            && (unread + n > STREAM_UNREAD_LIMIT
-                                || total + n > CONNECTION_UNREAD_LIMIT))
+                        let stream_limit = self.unread_limits.0.load(Ordering::Relaxed);
+                        let connection_limit = self.unread_limits.1.load(Ordering::Relaxed);
+                        (unread > 0 && (unread + n > stream_limit || total + n > connection_limit))
                             .then_some(unread.max(total))
                     }
                 };
@@ -394,9 +419,7 @@ impl Shared {
                     return;
                 };
                 drop(s);
-                if let Some(pump) = &entry.pump {
-                    pump.abort();
-                }
+                entry.stop_tasks();
                 let trailers = wire::status_headers(code, &message, &metadata);
                 match entry.head {
                     Some(head) => {
@@ -449,7 +472,7 @@ impl Shared {
                     head: Some(head_tx),
                     body: body_tx,
                     unread: unread.clone(),
-                    pump: None,
+                    tasks: Vec::new(),
                 },
             );
             (id, frame)
@@ -463,13 +486,31 @@ impl Shared {
         if self.writer.send(Bytes::from(frame)).await.is_err() {
             return Err(Box::new(unavailable(&self.closed_reason())));
         }
-        let pump =
+        let mut tasks = vec![
             self.runtime
                 .handle()
-                .spawn(pump(body, id, self.writer.clone(), Arc::downgrade(&self)));
+                .spawn(pump(body, id, self.writer.clone(), Arc::downgrade(&self)))
+                .abort_handle(),
+        ];
+        // The deadline holds here too, whatever the machine does with it.
+        if let Some(timeout) = timeout {
+            let shared = Arc::downgrade(&self);
+            let timer = self.runtime.handle().spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(shared) = shared.upgrade() {
+                    shared.fail_stream(
+                        id,
+                        &tonic::Status::deadline_exceeded(
+                            "Deadline expired before operation could complete",
+                        ),
+                    );
+                }
+            });
+            tasks.push(timer.abort_handle());
+        }
         match self.state().streams.get_mut(&id) {
-            Some(entry) => entry.pump = Some(pump.abort_handle()),
-            None => pump.abort(),
+            Some(entry) => entry.tasks = tasks,
+            None => tasks.iter().for_each(AbortHandle::abort),
         }
         let head = match head_rx.await {
             Ok(head) => head,
@@ -767,7 +808,7 @@ mod tests {
     }
 
     /// The scripted machine side: `/t/Echo` echoes every message as it comes and ends OK with
-    /// trailer metadata on half-close; `/t/Fail` answers NOT_FOUND right behind its headers;
+    /// trailer metadata on half-close; `/t/Flood` sends 40 messages of 64 KiB and never ends; `/t/Fail` answers NOT_FOUND right behind its headers;
     /// `/t/Silent` never answers; `/t/Late` sends headers only once the client half-closes.
     async fn serve(channel: tether_rtc::Channel, seen: Arc<Mutex<Seen>>) {
         let mut streams = ServerStreams::default();
@@ -798,6 +839,14 @@ mod tests {
                             "/t/Echo" => {
                                 let md = vec![("opid".to_string(), vec!["op-1".to_string()])];
                                 tx.send(encode_response_headers(stream, &md)).unwrap();
+                            }
+                            "/t/Flood" => {
+                                tx.send(encode_response_headers(stream, &[])).unwrap();
+                                for _ in 0..40 {
+                                    for f in encode_response_message(stream, &[7u8; 64 << 10]) {
+                                        tx.send(f).unwrap();
+                                    }
+                                }
                             }
                             "/t/Fail" => {
                                 tx.send(encode_response_headers(stream, &[])).unwrap();
@@ -1116,6 +1165,48 @@ mod tests {
         drop(replies);
         wait_for(|| seen.lock().unwrap().cancelled.len() == 1).await;
         assert_eq!(channel.open_streams(), 0);
+        // A deadline holds even if the machine never answers; the machine is told to stop.
+        let mut request = tonic::Request::new(Bytes::new());
+        request.set_timeout(Duration::from_millis(300));
+        let t0 = std::time::Instant::now();
+        let late = g.unary(request, path("/t/Silent"), Raw).await.unwrap_err();
+        assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t0.elapsed()
+        );
+        wait_for(|| seen.lock().unwrap().cancelled.len() == 2).await;
+        assert_eq!(channel.open_streams(), 0);
+        // A response nobody reads is cut off at its limit rather than held without bound.
+        channel.set_unread_limits(1 << 20, 4 << 20);
+        let mut flood = g
+            .server_streaming(tonic::Request::new(Bytes::new()), path("/t/Flood"), Raw)
+            .await
+            .unwrap()
+            .into_inner();
+        wait_for(|| seen.lock().unwrap().cancelled.len() == 3).await;
+        assert_eq!(channel.open_streams(), 0);
+        assert!(channel.unread() <= 1 << 20, "{}", channel.unread());
+        let mut read = 0;
+        let cut = loop {
+            match flood.message().await {
+                Ok(Some(m)) => read += m.len(),
+                Ok(None) => panic!("the flood ended without an error"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(cut.code(), tonic::Code::ResourceExhausted, "{cut:?}");
+        assert!(read <= 1 << 20, "{read}");
+        assert_eq!(channel.unread(), 0);
+        drop(flood);
+        g.unary(
+            tonic::Request::new(Bytes::from_static(b"ok")),
+            path("/t/Echo"),
+            Raw,
+        )
+        .await
+        .unwrap();
         // Closing on purpose fails what is open and reports nothing as lost.
         let weak = Arc::downgrade(&channel.shared);
         channel.close("test");
