@@ -707,3 +707,36 @@ async fn direct_is_used_when_asked_for_or_when_the_machine_has_no_webrtc() {
     );
     robot.resource_names().await.unwrap();
 }
+
+/// Dials racing each other (and the machine's engine) all end on WebRTC. Those that needed a
+/// second peer connection (the first call on the first one went unanswered) take seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dials_all_end_on_webrtc() {
+    let server = Server::start(&[]);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let addr = server.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            for _ in 0..5 {
+                let t0 = Instant::now();
+                let robot = over_webrtc(&addr, Options::default().insecure()).await;
+                took.push(t0.elapsed());
+                robot.resource_names().await.unwrap();
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let slow = all.iter().filter(|d| **d > Duration::from_secs(2)).count();
+    eprintln!(
+        "{} concurrent dials: median {:?}, max {:?}, {slow} over 2 s",
+        all.len(),
+        all[all.len() / 2],
+        all.last().unwrap()
+    );
+}
