@@ -183,6 +183,12 @@ fn lost_hook(suspicions: &mpsc::UnboundedSender<Suspicion>) -> LostHook {
 /// Dials by each method in the options' order until one connects; each gets the dial timeout
 /// and a `Dialing` event. If every method fails, the direct error is returned (it is the one
 /// that says most about reaching the machine at all).
+///
+/// With signaling at the machine address (the default) both methods start with the same
+/// authenticated connection to it: if that connection cannot be made (refused, TLS, timeout,
+/// credentials), the second method reports the same failure instead of dialing it again — a
+/// black-holed machine costs one dial timeout per attempt, not two. If it can be made and
+/// WebRTC fails later, direct gRPC reuses it.
 pub(crate) async fn dial_transport(
     address: &str,
     options: &Options,
@@ -190,7 +196,12 @@ pub(crate) async fn dial_transport(
     emit: &(dyn Fn(ConnectionEvent) + Sync),
     lost: LostHook,
 ) -> Result<(Transport, Option<String>), ClientError> {
+    let same_address = options
+        .signaling_address
+        .as_deref()
+        .is_none_or(|s| s == address);
     let mut reusable = None;
+    let mut unreachable: Option<ClientError> = None;
     let mut webrtc_error = None;
     let mut direct_error = None;
     for method in options.dial_order() {
@@ -200,6 +211,8 @@ pub(crate) async fn dial_transport(
         });
         let timeout = options.dial_timeout;
         match method {
+            DialMethod::WebRtc if unreachable.is_some() => webrtc_error = unreachable.take(),
+            DialMethod::Direct if unreachable.is_some() => direct_error = unreachable.take(),
             DialMethod::WebRtc => {
                 let deadline = tokio::time::Instant::now() + timeout;
                 let dialed = tokio::time::timeout(
@@ -212,15 +225,11 @@ pub(crate) async fn dial_transport(
                     Ok(Err(failure)) => {
                         tracing::debug!(error = %failure.error, "WebRTC dial failed");
                         reusable = failure.direct;
-                        let same_address = options
-                            .signaling_address
-                            .as_deref()
-                            .is_none_or(|s| s == address);
-                        // The machine refused the credentials: direct would be refused too.
-                        if same_address && matches!(failure.error, ClientError::Auth(_)) {
-                            return Err(failure.error);
+                        if same_address && failure.unreachable {
+                            unreachable = Some(failure.error);
+                        } else {
+                            webrtc_error = Some(failure.error);
                         }
-                        webrtc_error = Some(failure.error);
                     }
                     Err(_) => webrtc_error = Some(ClientError::Timeout(address.into(), timeout)),
                 }
@@ -240,16 +249,22 @@ pub(crate) async fn dial_transport(
                         .await
                     }
                 };
-                match dialed {
+                let error = match dialed {
                     Ok(Ok((channel, token))) => return Ok((Transport::Direct(channel), token)),
-                    Ok(Err(e)) => direct_error = Some(e),
-                    Err(_) => direct_error = Some(ClientError::Timeout(address.into(), timeout)),
+                    Ok(Err(e)) => e,
+                    Err(_) => ClientError::Timeout(address.into(), timeout),
+                };
+                if same_address {
+                    unreachable = Some(error);
+                } else {
+                    direct_error = Some(error);
                 }
             }
         }
     }
     Err(direct_error
         .or(webrtc_error)
+        .or(unreachable)
         .unwrap_or_else(|| ClientError::Address(address.into(), "no dial method".into())))
 }
 

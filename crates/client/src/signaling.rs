@@ -46,6 +46,8 @@ const CALL_UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct WebRtcFailure {
     pub(crate) error: ClientError,
     pub(crate) direct: Option<(Channel, Option<String>)>,
+    /// The signaling connection itself (dial and authenticate) failed.
+    pub(crate) unreachable: bool,
 }
 
 /// The metadata every signaling call carries.
@@ -155,20 +157,31 @@ pub(crate) async fn dial(
     lost: LostHook,
 ) -> Result<(WebRtcChannel, Option<String>), WebRtcFailure> {
     let signaling_address = options.signaling_address.as_deref().unwrap_or(address);
-    let (channel, token) = connect_authenticated(
-        signaling_address,
-        &options.tls,
-        options.credentials.as_ref(),
+    let connected = tokio::time::timeout_at(
+        deadline,
+        connect_authenticated(
+            signaling_address,
+            &options.tls,
+            options.credentials.as_ref(),
+        ),
     )
     .await
-    .map_err(|error| WebRtcFailure {
+    .unwrap_or_else(|_| {
+        Err(ClientError::Timeout(
+            signaling_address.into(),
+            options.dial_timeout,
+        ))
+    });
+    let (channel, token) = connected.map_err(|error| WebRtcFailure {
         error,
         direct: None,
+        unreachable: true,
     })?;
     let reusable = (signaling_address == address).then(|| (channel.clone(), token.clone()));
     let fail = |error: ClientError| WebRtcFailure {
         error,
         direct: reusable.clone(),
+        unreachable: false,
     };
     let metadata = SignalingMetadata {
         host: address
