@@ -1217,10 +1217,8 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert!(err.message().contains("test"), "{err:?}");
         drop((g, channel));
-        assert!(
-            weak.upgrade().is_none(),
-            "the connection outlived its last handle"
-        );
+        // (A task of the connection may hold it for the instant it takes to finish a step.)
+        wait_for(|| weak.upgrade().is_none()).await;
     }
 
     /// A request stream fed by a channel (what an application's bidi call looks like).
