@@ -273,12 +273,6 @@ pub(crate) async fn dial(
 /// Peer connections tried per dial: a data channel that opens on our side but never starts
 /// serving (see [`FIRST_CALL_TIMEOUT`]) gets one more try before the dial falls back.
 const PEER_ATTEMPTS: u32 = 2;
-/// Pause between our data channel opening and the first frame on it. The engine opens the
-/// machine's pre-negotiated channel a moment after its SCTP association comes up; a frame
-/// that arrives in between is taken for a new, in-band-announced channel and the machine's
-/// `data` channel then never opens (webrtc-rs 0.17: `accept_data_channels` snapshots the
-/// channels before `start_sctp` opens them, and `open_stream` then finds the stream taken).
-const FIRST_SEND_GRACE: Duration = Duration::from_millis(20);
 /// Bound on one peer connection attempt: the offer deadline signalers enforce (10 s); the
 /// machine gives the call up after it anyway.
 const PEER_ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
@@ -314,7 +308,6 @@ async fn connect_peer(
         .await
         .map_err(|e| format!("WebRTC dial task failed: {e}"))??;
     let channel = WebRtcChannel::start(runtime, peer, channel, closed, lost.clone());
-    tokio::time::sleep(FIRST_SEND_GRACE).await;
     let mut robot = RobotServiceClient::new(channel.clone());
     let first = robot.resource_names(tether_proto::viam::robot::v1::ResourceNamesRequest {});
     let limit = FIRST_CALL_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
