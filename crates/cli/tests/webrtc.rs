@@ -594,3 +594,133 @@ async fn with_auth_on_the_channel_runs_as_the_key_that_signaled() {
     ch.send_session_heartbeat(hb).await.unwrap();
     p.close().await;
 }
+
+/// Open file descriptors of a process (UDP sockets of a leaked peer would show here).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_connections_in_a_row_lose_no_first_call_and_leave_nothing_behind() {
+    const CONNECTIONS: usize = 100;
+    let server = Server::start(&["--no-tls"]);
+    let pid = server.child.id();
+    let before = open_fds(pid);
+    let started = Instant::now();
+    for i in 0..CONNECTIONS {
+        // The first call goes out the moment the channel is open: the race an engine bug
+        // once lost (vendor/README.md).
+        let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
+        let r = p
+            .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+            .await;
+        assert_eq!(r.code, 0, "connection {i}: {r:?}");
+        p.close().await;
+    }
+    // Every peer's sockets are closed once the machine sees the peer go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) > before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open_fds(pid), before, "file descriptors left behind");
+    println!("{CONNECTIONS} connections in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_through_a_turn_relay_work() {
+    let turn = tether_rtc::turn_server::TurnServer::start("tether", "relay-secret")
+        .await
+        .unwrap();
+    let server = Server::start(&["--no-tls"]);
+    let grpc = connect(&server.addr).await;
+    let mut signaling = SignalingServiceClient::new(grpc);
+    let config = PeerConfig {
+        interfaces: Interfaces::LoopbackOnly,
+        ice_servers: vec![turn.ice_server()],
+        force_relay: true,
+        ..Default::default()
+    };
+    let (peer, mut events) = Peer::new(&config).await.unwrap();
+    let offer = peer.create_offer().await.unwrap();
+    let mut answers = signaling
+        .call(with_host(
+            &server.addr,
+            pb::CallRequest {
+                sdp: offer,
+                disable_trickle: false,
+            },
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    let Some(pb::call_response::Stage::Init(init)) = first.stage else {
+        panic!("no init")
+    };
+    peer.accept_answer(&init.sdp).await.unwrap();
+    let uuid = first.uuid;
+    let mut relayed_candidates = 0;
+    while let Some(e) = events.recv().await {
+        use pb::call_update_request::Update;
+        let update = match e {
+            PeerEvent::Candidate(c) => {
+                assert!(
+                    c.candidate.contains("typ relay"),
+                    "non-relay candidate {c:?}"
+                );
+                relayed_candidates += 1;
+                Update::Candidate(to_wire(c))
+            }
+            PeerEvent::GatheringDone => Update::Done(true),
+            _ => continue,
+        };
+        let done = matches!(update, Update::Done(_));
+        let r = pb::CallUpdateRequest {
+            uuid: uuid.clone(),
+            update: Some(update),
+        };
+        signaling
+            .call_update(with_host(&server.addr, r, None))
+            .await
+            .unwrap();
+        if done {
+            break;
+        }
+    }
+    assert!(relayed_candidates > 0);
+    let remote = Arc::new(peer);
+    let feeder = remote.clone();
+    let feed = tokio::spawn(async move {
+        while let Ok(Some(m)) = answers.message().await {
+            if let Some(pb::call_response::Stage::Update(u)) = m.stage
+                && let Some(c) = u.candidate
+            {
+                let _ = feeder
+                    .add_remote_candidate(Candidate {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdpm_line_index,
+                        username_fragment: c.username_fragment,
+                    })
+                    .await;
+            }
+        }
+    });
+    let channel = remote.data_channel(Duration::from_secs(15)).await.unwrap();
+    assert!(remote.relayed().await, "the selected pair is not relayed");
+    let mut p = RawPeer {
+        peer: remote,
+        channel,
+        codec: ClientStreams::new(1),
+        tasks: vec![feed],
+    };
+    let r = p
+        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    p.close().await;
+    turn.close().await;
+}

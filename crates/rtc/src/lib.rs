@@ -187,6 +187,11 @@ impl Peer {
             Some(config.failed_timeout),
             Some(config.keepalive_interval),
         );
+        if config.force_relay {
+            // Relayed pairs are normally accepted only after 2 s, to give direct ones a chance;
+            // with relay forced there are none to wait for.
+            settings.set_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
         if config.interfaces == Interfaces::LoopbackOnly {
             settings.set_ip_filter(Box::new(|ip: IpAddr| ip.is_loopback()));
         }
