@@ -915,4 +915,36 @@ mod tests {
         assert!(err(r#"{"network": {"bind_address": "localhost"}}"#).contains("bind_address"));
         assert!(err(r#"{"network": {"bind_address": "h:99999"}}"#).contains("port"));
     }
+
+    #[test]
+    fn webrtc_settings() {
+        let c = Config::parse("{}", "t").unwrap();
+        assert!(c.network.ice_servers.is_empty() && !c.network.disable_webrtc);
+        let c = Config::parse(
+            r#"{"network": {"ice_servers": [
+                {"urls": "stun:stun.example:3478"},
+                {"urls": ["turn:turn.example:3478?transport=udp", "turns:turn.example:5349"],
+                 "username": "u", "credential": "p"}],
+              "disable_webrtc": true, "max_webrtc_peers": 7}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.network.ice_servers.len(), 2);
+        assert_eq!(c.network.ice_servers[1].urls.len(), 2);
+        assert_eq!(c.network.ice_servers[1].username, "u");
+        assert!(c.network.disable_webrtc);
+        assert_eq!(c.network.max_webrtc_peers, 7);
+        let e = err(r#"{"network": {"ice_servers": [{"urls": "turn:t.example"}]}}"#);
+        assert!(
+            e.contains("ice_servers[0]") && e.contains("username and a credential"),
+            "{e}"
+        );
+        let e = err(r#"{"network": {"ice_servers": [{"urls": "http://x"}]}}"#);
+        assert!(e.contains("not a stun:"), "{e}");
+        let e = err(r#"{"network": {"ice_servers": [{"urls": []}]}}"#);
+        assert!(e.contains("urls is empty"), "{e}");
+        let e = err(r#"{"network": {"ice_servers": [{"urls": "stun:"}]}}"#);
+        assert!(e.contains("no host"), "{e}");
+        assert!(err(r#"{"network": {"max_webrtc_peers": 0}}"#).contains("at least 1"));
+    }
 }

@@ -224,3 +224,101 @@ impl CallQueue for MemoryQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn offer(uuid: &str, entity: &str, ttl: Duration) -> Offer {
+        Offer {
+            uuid: uuid.into(),
+            sdp: "sdp".into(),
+            disable_trickle: false,
+            deadline: Instant::now() + ttl,
+            caller_entity: Arc::from(entity),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offers_meet_answerers_of_their_host_only_while_live() {
+        let q = Arc::new(MemoryQueue::default());
+        let hosts = vec!["a:1".to_string()];
+        let ttl = Duration::from_secs(10);
+        // Queued before anyone answers; picked up later.
+        let _c1 = q.send_offer("a:1", offer("u1", "", ttl)).await.unwrap();
+        assert_eq!(q.recv_offer(&hosts).await.unwrap().offer.uuid, "u1");
+        // An expired offer is skipped; another host's offer is not ours.
+        let _stale = q
+            .send_offer("a:1", offer("old", "", Duration::from_millis(10)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let _other = q.send_offer("b:2", offer("b", "", ttl)).await.unwrap();
+        let waiter = {
+            let (q, hosts) = (q.clone(), hosts.clone());
+            tokio::spawn(async move { q.recv_offer(&hosts).await.unwrap() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        // A new offer goes straight to the waiting answerer.
+        let mut caller = q
+            .send_offer("a:1", offer("u2", "key-a", ttl))
+            .await
+            .unwrap();
+        let mut side = waiter.await.unwrap();
+        assert_eq!(side.offer.uuid, "u2");
+        // Caller updates reach it only from the entity that made the call.
+        let e = q
+            .caller_update("u2", "key-b", FromCaller::Done)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        q.caller_update("u2", "key-a", FromCaller::Done)
+            .await
+            .unwrap();
+        assert!(matches!(
+            side.from_caller.recv().await,
+            Some(FromCaller::Done)
+        ));
+        side.to_caller
+            .send(FromAnswerer::Answer("ans".into()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(caller.from_answerer.recv().await, Some(FromAnswerer::Answer(a)) if a == "ans")
+        );
+        // After its deadline a call cannot be updated.
+        let _c3 = q.send_offer("a:1", offer("u3", "", ttl)).await.unwrap();
+        tokio::time::advance(ttl).await;
+        let e = q
+            .caller_update("u3", "", FromCaller::Done)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_holds_a_bounded_number_of_waiting_offers() {
+        let q = MemoryQueue::default();
+        let mut callers = Vec::new();
+        for i in 0..MAX_PENDING_PER_HOST {
+            callers.push(
+                q.send_offer("a:1", offer(&i.to_string(), "", Duration::from_secs(10)))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let e = q
+            .send_offer("a:1", offer("one-too-many", "", Duration::from_secs(10)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        // Offers whose caller hung up do not count.
+        callers.clear();
+        q.send_offer("a:1", offer("again", "", Duration::from_secs(10)))
+            .await
+            .unwrap();
+    }
+}

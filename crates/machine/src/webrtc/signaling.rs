@@ -87,6 +87,7 @@ pub struct SignalingApi {
     queue: Arc<dyn CallQueue>,
     hosts: Arc<Hosts>,
     ice_servers: Arc<Vec<IceServer>>,
+    heartbeat: Duration,
 }
 
 impl SignalingApi {
@@ -95,7 +96,14 @@ impl SignalingApi {
             queue,
             hosts,
             ice_servers: Arc::new(ice_servers),
+            heartbeat: ANSWER_HEARTBEAT,
         }
+    }
+
+    /// The same service with another interval of `Answer` heartbeats (tests).
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
     }
 
     /// The `rpc-host` values of a request, checked against this machine's names.
@@ -272,9 +280,10 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
             .is_some_and(|v| v.as_bytes() == b"true");
         let mut answers = r.into_inner();
         let queue = self.queue.clone();
+        let every = heartbeats.then_some(self.heartbeat);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            if let Err(status) = relay_answer(queue, hosts, heartbeats, &mut answers, &tx).await {
+            if let Err(status) = relay_answer(queue, hosts, every, &mut answers, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -322,7 +331,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
 async fn relay_answer(
     queue: Arc<dyn CallQueue>,
     hosts: Vec<String>,
-    heartbeats: bool,
+    heartbeats: Option<Duration>,
     answers: &mut Streaming<pb::AnswerResponse>,
     tx: &mpsc::Sender<Result<pb::AnswerRequest, Status>>,
 ) -> Result<(), Status> {
@@ -331,12 +340,12 @@ async fn relay_answer(
     let offer = async {
         let wait = queue.recv_offer(&hosts);
         tokio::pin!(wait);
-        let mut beat =
-            tokio::time::interval_at(Instant::now() + ANSWER_HEARTBEAT, ANSWER_HEARTBEAT);
+        let every = heartbeats.unwrap_or(ANSWER_HEARTBEAT);
+        let mut beat = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             tokio::select! {
                 side = &mut wait => return side,
-                _ = beat.tick(), if heartbeats => {
+                _ = beat.tick(), if heartbeats.is_some() => {
                     let hb = pb::AnswerRequest { uuid: String::new(), stage: Some(Out::Heartbeat(pb::AnswerRequestHeartbeatStage {})) };
                     if tx.send(Ok(hb)).await.is_err() {
                         return Err(Status::cancelled("answerer went away"));
@@ -451,5 +460,209 @@ mod tests {
             assert!(!h.accepts(bad, Some(local)), "{bad}");
         }
         assert!(!h.accepts("192.0.2.7:8080", None));
+    }
+
+    use super::super::queue::MemoryQueue;
+    use pb::signaling_service_client::SignalingServiceClient;
+    use pb::signaling_service_server::SignalingServiceServer;
+
+    /// A signaling service alone (no answerer of its own) on a loopback port.
+    async fn serve() -> (String, Arc<MemoryQueue>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let queue = Arc::new(MemoryQueue::default());
+        let hosts = Arc::new(Hosts::new(port, Some("rover.example"), "127.0.0.1:0"));
+        let api = SignalingApi::new(queue.clone(), hosts, Vec::new())
+            .with_heartbeat(Duration::from_millis(50));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SignalingServiceServer::new(api))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (format!("localhost:{port}"), queue)
+    }
+
+    fn to(host: &str) -> impl Fn(&mut tonic::metadata::MetadataMap) + '_ {
+        move |md| {
+            md.insert("rpc-host", host.parse().unwrap());
+        }
+    }
+
+    fn candidate(line: &str) -> Option<pb::IceCandidate> {
+        Some(pb::IceCandidate {
+            candidate: line.into(),
+            sdp_mid: Some("0".into()),
+            sdpm_line_index: Some(0),
+            username_fragment: None,
+        })
+    }
+
+    /// A caller (`Call`, `CallUpdate`) and an answerer on an `Answer` stream meet through
+    /// the queue, and every stage is relayed both ways.
+    #[tokio::test]
+    async fn answer_streams_relay_an_exchange_both_ways() {
+        let (host, queue) = serve().await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut answerer = SignalingServiceClient::new(channel.clone());
+        let mut caller = SignalingServiceClient::new(channel);
+
+        let (answers_tx, answers_rx) = mpsc::channel::<pb::AnswerResponse>(8);
+        let mut open = Request::new(futures::stream::unfold(answers_rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }));
+        to("rover.example")(open.metadata_mut());
+        open.metadata_mut()
+            .insert("heartbeats-allowed", "true".parse().unwrap());
+        let mut offers = answerer.answer(open).await.unwrap().into_inner();
+        // Waiting for an offer, the answerer gets heartbeats.
+        let hb = offers.message().await.unwrap().unwrap();
+        assert!(
+            matches!(hb.stage, Some(pb::answer_request::Stage::Heartbeat(_))),
+            "{hb:?}"
+        );
+
+        let mut call = Request::new(pb::CallRequest {
+            sdp: "offer-sdp".into(),
+            disable_trickle: false,
+        });
+        to(&host)(call.metadata_mut());
+        let sent = std::time::SystemTime::now();
+        let mut call = caller.call(call).await.unwrap().into_inner();
+        let init = loop {
+            let m = offers.message().await.unwrap().unwrap();
+            if let Some(pb::answer_request::Stage::Init(i)) = m.stage {
+                break (m.uuid, i);
+            }
+        };
+        let (uuid, init) = init;
+        assert_eq!(init.sdp, "offer-sdp");
+        // The deadline crosses as a timestamp about OFFER_DEADLINE ahead.
+        let deadline = std::time::SystemTime::try_from(init.deadline.unwrap()).unwrap();
+        let ahead = deadline.duration_since(sent).unwrap();
+        assert!(
+            ahead > OFFER_DEADLINE - Duration::from_secs(2)
+                && ahead < OFFER_DEADLINE + Duration::from_secs(2),
+            "{ahead:?}"
+        );
+
+        use pb::answer_response::Stage as A;
+        let say = |stage| pb::AnswerResponse {
+            uuid: uuid.clone(),
+            stage: Some(stage),
+        };
+        answers_tx
+            .send(say(A::Init(pb::AnswerResponseInitStage {
+                sdp: "answer-sdp".into(),
+            })))
+            .await
+            .unwrap();
+        let first = call.message().await.unwrap().unwrap();
+        assert_eq!(first.uuid, uuid);
+        assert!(
+            matches!(first.stage, Some(pb::call_response::Stage::Init(ref i)) if i.sdp == "answer-sdp")
+        );
+        answers_tx
+            .send(say(A::Update(pb::AnswerResponseUpdateStage {
+                candidate: candidate("candidate:a"),
+            })))
+            .await
+            .unwrap();
+        let update = call.message().await.unwrap().unwrap();
+        assert!(
+            matches!(update.stage, Some(pb::call_response::Stage::Update(ref u)) if u.candidate.as_ref().unwrap().candidate == "candidate:a")
+        );
+
+        // The caller's candidate and done reach the answerer.
+        for update in [
+            pb::call_update_request::Update::Candidate(candidate("candidate:c").unwrap()),
+            pb::call_update_request::Update::Done(true),
+        ] {
+            let mut r = Request::new(pb::CallUpdateRequest {
+                uuid: uuid.clone(),
+                update: Some(update),
+            });
+            to(&host)(r.metadata_mut());
+            caller.call_update(r).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let m = offers.message().await.unwrap().unwrap();
+            match m.stage {
+                Some(pb::answer_request::Stage::Update(u)) => {
+                    seen.push(u.candidate.unwrap().candidate)
+                }
+                Some(pb::answer_request::Stage::Done(_)) => seen.push("done".into()),
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["candidate:c", "done"]);
+        // The answerer's done ends the caller's stream.
+        answers_tx
+            .send(say(A::Done(pb::AnswerResponseDoneStage {})))
+            .await
+            .unwrap();
+        assert!(call.message().await.unwrap().is_none());
+        // Finished calls are forgotten: a late update is refused.
+        let mut r = Request::new(pb::CallUpdateRequest {
+            uuid: uuid.clone(),
+            update: Some(pb::call_update_request::Update::Done(true)),
+        });
+        to(&host)(r.metadata_mut());
+        assert_eq!(
+            caller.call_update(r).await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(queue.live_calls(), 0);
+    }
+
+    /// An answerer's error reaches the caller as the Call's status; a call nobody answers
+    /// ends with DEADLINE_EXCEEDED (checked with a paused clock in the queue test below).
+    #[tokio::test]
+    async fn an_answerer_error_is_the_callers_status() {
+        let (host, _queue) = serve().await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut answerer = SignalingServiceClient::new(channel.clone());
+        let mut caller = SignalingServiceClient::new(channel);
+        let (answers_tx, answers_rx) = mpsc::channel::<pb::AnswerResponse>(8);
+        let mut open = Request::new(futures::stream::unfold(answers_rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }));
+        to(&host)(open.metadata_mut());
+        let mut offers = answerer.answer(open).await.unwrap().into_inner();
+        let mut call = Request::new(pb::CallRequest {
+            sdp: "o".into(),
+            disable_trickle: false,
+        });
+        to(&host)(call.metadata_mut());
+        let mut call = caller.call(call).await.unwrap().into_inner();
+        let uuid = offers.message().await.unwrap().unwrap().uuid;
+        answers_tx
+            .send(pb::AnswerResponse {
+                uuid,
+                stage: Some(pb::answer_response::Stage::Error(
+                    pb::AnswerResponseErrorStage {
+                        status: Some(RpcStatus {
+                            code: 8,
+                            message: "too busy".into(),
+                            details: vec![],
+                        }),
+                    },
+                )),
+            })
+            .await
+            .unwrap();
+        let e = call.message().await.unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::ResourceExhausted, "too busy")
+        );
     }
 }
