@@ -99,6 +99,11 @@ def test_sdk_default_dial_uses_webrtc_and_the_safety_stop_works(machine):
         print(f"stop {after * 1000:.0f} ms after SIGKILL at W = {W * 1000:.0f} ms; connect {r['connect_s']} s")
         assert after <= 1.5 * W + 0.25, f"stop came {after:.3f}s after the kill (W = {W}s)"
         assert "left" in expiry[0], expiry[0]
+        # The machine tears the vanished peer down once ICE consent fails (8 s), not never.
+        closed = m.wait_for_log(r"WebRTC connection closed.*reason=", timeout=20)
+        gone = log_time(closed.string) - kill_t
+        print(f"peer torn down {gone:.1f} s after SIGKILL: {closed.string}")
+        assert gone < 15, closed.string
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -101,7 +101,7 @@ pub struct PeerConfig {
     pub interfaces: Interfaces,
     /// ICE reports `disconnected` after this long without traffic...
     pub disconnected_timeout: Duration,
-    /// ...and `failed` (the connection is torn down) after this long.
+    /// ...and `failed` (the connection is torn down) this long after that.
     pub failed_timeout: Duration,
     /// Consent/keepalive check interval.
     pub keepalive_interval: Duration,
@@ -113,8 +113,8 @@ impl Default for PeerConfig {
             ice_servers: Vec::new(),
             force_relay: false,
             interfaces: Interfaces::All,
-            disconnected_timeout: Duration::from_secs(4),
-            failed_timeout: Duration::from_secs(8),
+            disconnected_timeout: Duration::from_secs(3),
+            failed_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(1),
         }
     }

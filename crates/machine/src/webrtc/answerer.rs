@@ -215,6 +215,8 @@ where
         }
         drop(to_caller);
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
+        let opened = Instant::now();
+        tracing::info!(uuid = %offer.uuid, entity = %entity, "WebRTC connection open");
         let context = ConnectionContext {
             info: PeerInfo {
                 kind: PeerKind::WebRtc,
@@ -224,15 +226,13 @@ where
             entity,
         };
         // Serve until the channel ends, ICE fails or the peer closes, or shutdown.
+        let mut reason = "data channel closed";
         let closed = async {
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => { reason = "shutting down"; return }
                     event = events.recv() => match event {
-                        Some(PeerEvent::Closed(why)) => {
-                            tracing::debug!(reason = why, "WebRTC peer closed");
-                            return;
-                        }
+                        Some(PeerEvent::Closed(why)) => { reason = why; return }
                         None => return,
                         _ => {}
                     },
@@ -247,6 +247,12 @@ where
         dispatch::serve(channel.clone(), self.service.clone(), context, closed).await;
         channel.close().await;
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(
+            uuid = %offer.uuid,
+            reason,
+            after = ?opened.elapsed(),
+            "WebRTC connection closed; its calls are cancelled"
+        );
         Ok(())
     }
 }
