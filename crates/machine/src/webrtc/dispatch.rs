@@ -8,8 +8,8 @@
 //! token. The response goes back as `headers`, messages and `trailers`; a trailers-only
 //! response (every error before a message) is recognised in the HTTP headers.
 //!
-//! One task per stream, tracked in a `JoinSet` aborted when the channel ends; one writer task
-//! per channel sends frames in the order each stream produced them. The deadline of a call
+//! One task per stream, tracked in a `JoinSet` aborted when the channel ends; each writes its
+//! own frames to the channel, in order (the channel's `send` waits while too much is queued). The deadline of a call
 //! (`timeout` in its headers, or the `grpc-timeout` header rust-utils copies) bounds the
 //! whole call here, since tonic's router does not enforce it.
 
@@ -39,8 +39,6 @@ use crate::sessions::{Entity, PeerInfo};
 
 /// Request messages buffered per stream before the reader waits for its handler.
 const BODY_BUFFER: usize = 16;
-/// Encoded frames queued for the channel writer.
-const WRITE_BUFFER: usize = 256;
 
 /// Who is on the other end of a data channel.
 #[derive(Clone)]
@@ -69,15 +67,6 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let (out, mut outgoing) = mpsc::channel::<Bytes>(WRITE_BUFFER);
-    let writer_channel = channel.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if writer_channel.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
     let mut codec = ServerStreams::default();
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
@@ -105,7 +94,7 @@ pub async fn serve<S>(
                         ServerEvent::Open { stream, method, metadata, timeout } => {
                             let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
                             let call = CallSpec { stream, method, metadata, timeout };
-                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), out.clone()));
+                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), channel.clone()));
                             open.insert(stream, Open { body: Some(body_tx), task });
                         }
                         ServerEvent::Message { stream, payload } => {
@@ -133,7 +122,7 @@ pub async fn serve<S>(
                                 o.task.abort();
                             }
                             for f in frames {
-                                if out.send(Bytes::from(f)).await.is_err() {
+                                if channel.send(Bytes::from(f)).await.is_err() {
                                     break;
                                 }
                             }
@@ -144,8 +133,6 @@ pub async fn serve<S>(
         }
     }
     tasks.shutdown().await;
-    drop(out);
-    writer.abort();
 }
 
 struct CallSpec {
@@ -265,7 +252,7 @@ async fn run_call<S>(
     body: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
     service: S,
     context: ConnectionContext,
-    out: mpsc::Sender<Bytes>,
+    out: Channel,
 ) -> u64
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
