@@ -177,50 +177,90 @@ async fn errors_arrive_as_their_statuses() {
     robot.resource_names().await.unwrap();
 }
 
+/// The error of a server stream that fails before its first message. Over the data channel
+/// the machine always sends headers first, so the client sees the error either at once or as
+/// the stream's first item, depending on whether the trailers arrived with the headers.
+async fn stream_error<T>(
+    started: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> tonic::Status {
+    match started {
+        Err(e) => e,
+        Ok(r) => r
+            .into_inner()
+            .message()
+            .await
+            .err()
+            .expect("the stream fails"),
+    }
+}
+
 #[tokio::test]
-#[allow(deprecated)] // StreamStatus is deprecated in Viam's API, and the only candidate
-async fn server_streaming_if_served() {
-    // Of the machine's server-streaming methods, StreamStatus is the one a robot client would
-    // use. Tether does not serve it (no streaming method in the demo is implemented besides
-    // reflection, which is bidi and tested below): then the stream must end with exactly
-    // UNIMPLEMENTED rather than hang.
+#[allow(deprecated)] // StreamStatus is deprecated in Viam's API, and the only server stream served
+async fn server_streaming() {
+    // StreamStatus: a status of the named resource every 100 ms until the caller stops.
     let server = Server::start(&[]);
     let robot = over_webrtc(&server.addr, Options::default().insecure()).await;
-    let started = tokio::time::timeout(
-        Duration::from_secs(5),
-        robot.robot().stream_status(robot::StreamStatusRequest {
-            resource_names: vec![],
-            every: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 100_000_000,
-            }),
-        }),
-    )
-    .await
-    .expect("StreamStatus must answer");
-    // An error may come trailers-only or right behind the headers, as the frames arrive.
-    let first = match started {
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
-                .await
-                .expect("a first status or the end");
-            if first.is_ok() {
-                for _ in 0..2 {
-                    let m = tokio::time::timeout(Duration::from_secs(5), stream.message())
-                        .await
-                        .expect("a status every 100 ms")
-                        .unwrap();
-                    assert!(m.is_some());
-                }
-            }
-            first.map(|_| ())
-        }
-        Err(status) => Err(status),
+    let left = tether_proto::viam::common::v1::ResourceName {
+        namespace: "rdk".into(),
+        r#type: "component".into(),
+        subtype: "motor".into(),
+        name: "left".into(),
     };
-    if let Err(status) = first {
-        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let every = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 100_000_000,
+    });
+    let mut stream = robot
+        .robot()
+        .stream_status(robot::StreamStatusRequest {
+            resource_names: vec![left.clone()],
+            every,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a status every 100 ms")
+            .unwrap()
+            .expect("the stream goes on");
+        assert_eq!(m.status.len(), 1);
+        assert_eq!(m.status[0].name.as_ref().unwrap().name, "left");
     }
+    // Three ticks: immediately, then 100 ms apart.
+    assert!(
+        started.elapsed() >= Duration::from_millis(180),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stream);
+    // Errors: an unknown resource, a zero interval.
+    let mut wheel = left.clone();
+    wheel.name = "wheel-9".into();
+    let e = stream_error(
+        robot
+            .robot()
+            .stream_status(robot::StreamStatusRequest {
+                resource_names: vec![wheel],
+                every,
+            })
+            .await,
+    )
+    .await;
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = stream_error(
+        robot
+            .robot()
+            .stream_status(robot::StreamStatusRequest {
+                resource_names: vec![],
+                every: None,
+            })
+            .await,
+    )
+    .await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     robot.resource_names().await.unwrap();
 }
 

@@ -1,7 +1,8 @@
-//! `viam.robot.v1.RobotService`: the machine as a whole — its resources, version, status and
-//! operations, and StopAll. Declared methods this build does not serve (sessions until their
-//! issue lands, frame system, modules, tunnels, logs, traces, cloud metadata, data upload)
-//! answer UNIMPLEMENTED through the generated default stubs.
+//! `viam.robot.v1.RobotService`: the machine as a whole — its resources, version, status
+//! (machine status; the older `GetStatus` and its server stream `StreamStatus`), operations,
+//! sessions, and StopAll. Declared methods this build does not serve (frame system, modules,
+//! tunnels, logs, traces, cloud metadata, data upload) answer UNIMPLEMENTED through the
+//! generated default stubs.
 
 use prost_types::{Struct, Timestamp};
 use tether_proto::viam::robot::v1 as robot;
@@ -25,8 +26,100 @@ fn current<T>(r: &Request<T>) -> Option<Uuid> {
     r.extensions().get::<CurrentOperation>().map(|c| c.0)
 }
 
+/// Shortest `every` of `StreamStatus`.
+const MIN_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Api {
+    /// The status of each named resource (every resource when none is named).
+    async fn statuses(
+        &self,
+        names: &[tether_proto::viam::common::v1::ResourceName],
+    ) -> Result<Vec<robot::Status>, Status> {
+        let started = Some(Timestamp::from(self.machine.started()));
+        let mut selected = Vec::new();
+        if names.is_empty() {
+            for (name, resource) in self.machine.resources().iter() {
+                selected.push((name.to_proto(), resource.component()));
+            }
+        } else {
+            for n in names {
+                let subtype = Subtype::parse(&n.subtype);
+                let component = subtype
+                    .and_then(|s| self.machine.component(s, &n.name).ok())
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "resource {}:{}:{}/{} not found",
+                            n.namespace, n.r#type, n.subtype, n.name
+                        ))
+                    })?;
+                selected.push((n.clone(), component));
+            }
+        }
+        let mut out = Vec::with_capacity(selected.len());
+        for (name, component) in selected {
+            out.push(robot::Status {
+                name: Some(name),
+                status: Some(crate::convert::object_to_struct(component.status().await?)),
+                last_reconfigured: started,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[tonic::async_trait]
 impl robot::robot_service_server::RobotService for Api {
+    async fn get_status(
+        &self,
+        r: Request<robot::GetStatusRequest>,
+    ) -> Result<Response<robot::GetStatusResponse>, Status> {
+        let status = self.statuses(&r.into_inner().resource_names).await?;
+        Ok(Response::new(robot::GetStatusResponse { status }))
+    }
+
+    async fn stream_status(
+        &self,
+        r: Request<robot::StreamStatusRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<robot::StreamStatusResponse>>, Status> {
+        let r = r.into_inner();
+        let every = r
+            .every
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .filter(|d| *d >= MIN_STATUS_INTERVAL)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "every must be a duration of at least {MIN_STATUS_INTERVAL:?}"
+                ))
+            })?;
+        // Unknown names fail the call at once rather than the first message.
+        self.statuses(&r.resource_names).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    // The caller went away: stop at once, not at the next tick.
+                    _ = tx.closed() => return,
+                }
+                let message = api
+                    .statuses(&r.resource_names)
+                    .await
+                    .map(|status| robot::StreamStatusResponse { status });
+                let last = message.is_err();
+                if tx.send(message).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+        ))))
+    }
+
     async fn resource_names(
         &self,
         _r: Request<robot::ResourceNamesRequest>,
