@@ -72,6 +72,14 @@ async fn main() {
         .spawn()
         .expect("start tether serve");
     let pid = server.id();
+    // Kill the server however this ends (a failed assertion included).
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _reap = Reap(pid);
     let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server output").unwrap();

@@ -253,12 +253,12 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             println!("{}", event_text(event));
         }
     };
-    print(&ConnectionEvent::Connecting);
     let robot = RobotClient::connect(&args.address, options).await?;
     let mut events = robot.events();
-    print(&ConnectionEvent::Connected {
-        transport: "direct gRPC".into(),
-    });
+    // The first dial's events happened before anyone could subscribe; replay them.
+    for event in robot.first_dial_events() {
+        print(event);
+    }
     let resources = robot.resource_names().await?;
     if args.json {
         let names: Vec<_> = resources

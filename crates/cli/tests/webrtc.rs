@@ -65,12 +65,22 @@ impl RawPeer {
         token: Option<&str>,
         first_id: u64,
     ) -> Result<RawPeer, tonic::Status> {
-        let grpc = connect(addr).await;
-        let mut signaling = SignalingServiceClient::new(grpc);
         let config = PeerConfig {
             interfaces: Interfaces::LoopbackOnly,
             ..Default::default()
         };
+        Self::dial_with(addr, token, first_id, config).await
+    }
+
+    /// Dials with a peer built from `config` (ICE servers, relay only, ...).
+    async fn dial_with(
+        addr: &str,
+        token: Option<&str>,
+        first_id: u64,
+        config: PeerConfig,
+    ) -> Result<RawPeer, tonic::Status> {
+        let grpc = connect(addr).await;
+        let mut signaling = SignalingServiceClient::new(grpc);
         let (peer, mut events) = Peer::new(&config).await.unwrap();
         let peer = Arc::new(peer);
         let offer = peer.create_offer().await.unwrap();
@@ -634,89 +644,16 @@ async fn connections_through_a_turn_relay_work() {
         .await
         .unwrap();
     let server = Server::start(&["--no-tls"]);
-    let grpc = connect(&server.addr).await;
-    let mut signaling = SignalingServiceClient::new(grpc);
     let config = PeerConfig {
         interfaces: Interfaces::LoopbackOnly,
         ice_servers: vec![turn.ice_server()],
         force_relay: true,
         ..Default::default()
     };
-    let (peer, mut events) = Peer::new(&config).await.unwrap();
-    let offer = peer.create_offer().await.unwrap();
-    let mut answers = signaling
-        .call(with_host(
-            &server.addr,
-            pb::CallRequest {
-                sdp: offer,
-                disable_trickle: false,
-            },
-            None,
-        ))
+    let mut p = RawPeer::dial_with(&server.addr, None, 1, config)
         .await
-        .unwrap()
-        .into_inner();
-    let first = answers.message().await.unwrap().unwrap();
-    let Some(pb::call_response::Stage::Init(init)) = first.stage else {
-        panic!("no init")
-    };
-    peer.accept_answer(&init.sdp).await.unwrap();
-    let uuid = first.uuid;
-    let mut relayed_candidates = 0;
-    while let Some(e) = events.recv().await {
-        use pb::call_update_request::Update;
-        let update = match e {
-            PeerEvent::Candidate(c) => {
-                assert!(
-                    c.candidate.contains("typ relay"),
-                    "non-relay candidate {c:?}"
-                );
-                relayed_candidates += 1;
-                Update::Candidate(to_wire(c))
-            }
-            PeerEvent::GatheringDone => Update::Done(true),
-            _ => continue,
-        };
-        let done = matches!(update, Update::Done(_));
-        let r = pb::CallUpdateRequest {
-            uuid: uuid.clone(),
-            update: Some(update),
-        };
-        signaling
-            .call_update(with_host(&server.addr, r, None))
-            .await
-            .unwrap();
-        if done {
-            break;
-        }
-    }
-    assert!(relayed_candidates > 0);
-    let remote = Arc::new(peer);
-    let feeder = remote.clone();
-    let feed = tokio::spawn(async move {
-        while let Ok(Some(m)) = answers.message().await {
-            if let Some(pb::call_response::Stage::Update(u)) = m.stage
-                && let Some(c) = u.candidate
-            {
-                let _ = feeder
-                    .add_remote_candidate(Candidate {
-                        candidate: c.candidate,
-                        sdp_mid: c.sdp_mid,
-                        sdp_mline_index: c.sdpm_line_index,
-                        username_fragment: c.username_fragment,
-                    })
-                    .await;
-            }
-        }
-    });
-    let channel = remote.data_channel(Duration::from_secs(15)).await.unwrap();
-    assert!(remote.relayed().await, "the selected pair is not relayed");
-    let mut p = RawPeer {
-        peer: remote,
-        channel,
-        codec: ClientStreams::new(1),
-        tasks: vec![feed],
-    };
+        .unwrap();
+    assert!(p.peer.relayed().await, "the selected pair is not relayed");
     let r = p
         .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
         .await;

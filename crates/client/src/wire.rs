@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tether_rpc::framing::Metadata;
+use tether_rpc::framing::{Metadata, parse_grpc_timeout};
 
 /// Request headers that describe the HTTP/2 hop rather than the call, and headers that travel
 /// in a field of their own: never copied into the data channel's request metadata.
@@ -57,26 +57,6 @@ pub(crate) fn request_metadata(headers: &HeaderMap) -> Metadata {
 /// missing or malformed one, which gRPC treats as no deadline.
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
-}
-
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    if text.len() < 2 || text.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = text.split_at(text.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// Why a request body cannot be carried.

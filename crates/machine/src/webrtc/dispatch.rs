@@ -8,8 +8,8 @@
 //! token. The response goes back as `headers`, messages and `trailers`; a trailers-only
 //! response (every error before a message) is recognised in the HTTP headers.
 //!
-//! One task per stream, tracked in a `JoinSet` aborted when the channel ends; each writes its
-//! own frames to the channel, in order (the channel's `send` waits while too much is queued). The deadline of a call
+//! One task per stream, tracked in a `JoinSet` aborted when the channel ends; one writer task
+//! per channel sends frames in the order each stream produced them. The deadline of a call
 //! (`timeout` in its headers, or the `grpc-timeout` header rust-utils copies) bounds the
 //! whole call here, since tonic's router does not enforce it.
 
@@ -27,7 +27,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tether_rpc::framing::{
     self, Metadata, ServerEvent, ServerStreams, encode_response_headers, encode_response_message,
-    encode_trailers,
+    encode_trailers, parse_grpc_timeout,
 };
 use tether_rtc::Channel;
 use tokio::sync::mpsc;
@@ -39,6 +39,8 @@ use crate::sessions::{Entity, PeerInfo};
 
 /// Request messages buffered per stream before the reader waits for its handler.
 const BODY_BUFFER: usize = 16;
+/// Encoded frames queued for the channel writer.
+const WRITE_BUFFER: usize = 256;
 
 /// Who is on the other end of a data channel.
 #[derive(Clone)]
@@ -67,6 +69,15 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let (out, mut outgoing) = mpsc::channel::<Bytes>(WRITE_BUFFER);
+    let writer_channel = channel.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if writer_channel.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut codec = ServerStreams::default();
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
@@ -94,7 +105,7 @@ pub async fn serve<S>(
                         ServerEvent::Open { stream, method, metadata, timeout } => {
                             let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
                             let call = CallSpec { stream, method, metadata, timeout };
-                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), channel.clone()));
+                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), out.clone()));
                             open.insert(stream, Open { body: Some(body_tx), task });
                         }
                         ServerEvent::Message { stream, payload } => {
@@ -122,7 +133,7 @@ pub async fn serve<S>(
                                 o.task.abort();
                             }
                             for f in frames {
-                                if channel.send(Bytes::from(f)).await.is_err() {
+                                if out.send(Bytes::from(f)).await.is_err() {
                                     break;
                                 }
                             }
@@ -133,6 +144,8 @@ pub async fn serve<S>(
         }
     }
     tasks.shutdown().await;
+    drop(out);
+    writer.abort();
 }
 
 struct CallSpec {
@@ -205,21 +218,6 @@ fn build_request(call: &CallSpec, body: Body) -> Result<(Request<Body>, Option<D
     Ok((req, timeout))
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// Metadata from response headers or trailers, without the gRPC transport keys.
 fn metadata_of(headers: &HeaderMap) -> Metadata {
     let mut md: Metadata = Vec::new();
@@ -252,7 +250,7 @@ async fn run_call<S>(
     body: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
     service: S,
     context: ConnectionContext,
-    out: Channel,
+    out: mpsc::Sender<Bytes>,
 ) -> u64
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
