@@ -482,6 +482,39 @@ mod tests {
         (format!("localhost:{port}"), queue)
     }
 
+    type Client = SignalingServiceClient<tonic::transport::Channel>;
+
+    /// An answerer's and a caller's client of the service at `host`.
+    async fn clients(host: &str) -> (Client, Client) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (Client::new(channel.clone()), Client::new(channel))
+    }
+
+    /// Opens an `Answer` stream for `host`: what to send on it, and what it receives.
+    async fn open_answer(
+        client: &mut Client,
+        host: &str,
+        heartbeats: bool,
+    ) -> (
+        mpsc::Sender<pb::AnswerResponse>,
+        Streaming<pb::AnswerRequest>,
+    ) {
+        let (tx, rx) = mpsc::channel::<pb::AnswerResponse>(8);
+        let mut open = Request::new(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }));
+        to(host)(open.metadata_mut());
+        if heartbeats {
+            open.metadata_mut()
+                .insert("heartbeats-allowed", "true".parse().unwrap());
+        }
+        (tx, client.answer(open).await.unwrap().into_inner())
+    }
+
     fn to(host: &str) -> impl Fn(&mut tonic::metadata::MetadataMap) + '_ {
         move |md| {
             md.insert("rpc-host", host.parse().unwrap());
@@ -502,22 +535,9 @@ mod tests {
     #[tokio::test]
     async fn answer_streams_relay_an_exchange_both_ways() {
         let (host, queue) = serve().await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut answerer = SignalingServiceClient::new(channel.clone());
-        let mut caller = SignalingServiceClient::new(channel);
+        let (mut answerer, mut caller) = clients(&host).await;
 
-        let (answers_tx, answers_rx) = mpsc::channel::<pb::AnswerResponse>(8);
-        let mut open = Request::new(futures::stream::unfold(answers_rx, |mut rx| async move {
-            rx.recv().await.map(|m| (m, rx))
-        }));
-        to("rover.example")(open.metadata_mut());
-        open.metadata_mut()
-            .insert("heartbeats-allowed", "true".parse().unwrap());
-        let mut offers = answerer.answer(open).await.unwrap().into_inner();
+        let (answers_tx, mut offers) = open_answer(&mut answerer, "rover.example", true).await;
         // Waiting for an offer, the answerer gets heartbeats.
         let hb = offers.message().await.unwrap().unwrap();
         assert!(
@@ -619,24 +639,12 @@ mod tests {
         assert_eq!(queue.live_calls(), 0);
     }
 
-    /// An answerer's error reaches the caller as the Call's status; a call nobody answers
-    /// ends with DEADLINE_EXCEEDED (checked with a paused clock in the queue test below).
+    /// An answerer's error reaches the caller as the Call's status.
     #[tokio::test]
     async fn an_answerer_error_is_the_callers_status() {
         let (host, _queue) = serve().await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut answerer = SignalingServiceClient::new(channel.clone());
-        let mut caller = SignalingServiceClient::new(channel);
-        let (answers_tx, answers_rx) = mpsc::channel::<pb::AnswerResponse>(8);
-        let mut open = Request::new(futures::stream::unfold(answers_rx, |mut rx| async move {
-            rx.recv().await.map(|m| (m, rx))
-        }));
-        to(&host)(open.metadata_mut());
-        let mut offers = answerer.answer(open).await.unwrap().into_inner();
+        let (mut answerer, mut caller) = clients(&host).await;
+        let (answers_tx, mut offers) = open_answer(&mut answerer, &host, false).await;
         let mut call = Request::new(pb::CallRequest {
             sdp: "o".into(),
             disable_trickle: false,
