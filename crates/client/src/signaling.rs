@@ -273,9 +273,9 @@ pub(crate) async fn dial(
 /// Peer connections tried per dial: a data channel that opens on our side but never starts
 /// serving (see [`FIRST_CALL_TIMEOUT`]) gets one more try before the dial falls back.
 const PEER_ATTEMPTS: u32 = 2;
-/// Bound on one peer connection attempt: the offer deadline signalers enforce (10 s); the
-/// machine gives the call up after it anyway.
-const PEER_ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// Bound on one peer connection attempt: the offer deadline signalers enforce; the machine
+/// gives the call up after it anyway.
+const PEER_ATTEMPT_LIMIT: Duration = tether_rpc::OFFER_DEADLINE;
 /// How long the first call on a fresh data channel may take to be answered. The engine can
 /// (rarely, under load) open the channel on our side while the machine's side never opens;
 /// calls then get no answer until the machine gives the connection up. Any answer — even an

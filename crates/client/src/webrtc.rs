@@ -38,7 +38,8 @@ use tether_rtc::{Channel, Peer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::wire::{self, MessageSplitter};
+use crate::wire::{self, split_status};
+use tether_rpc::grpc::{MessageSplitter, message_prefix};
 
 /// Most calls open at once on one connection (as rust-utils caps itself; the machine refuses
 /// more).
@@ -614,7 +615,7 @@ async fn pump(
                 continue; // request trailers: gRPC has none
             };
             splitter.push(data);
-            while let Some(message) = splitter.next_message().map_err(|e| e.status())? {
+            while let Some(message) = splitter.next_message().map_err(|e| split_status(&e))? {
                 for packet in encoder.message(id, &message, false) {
                     writer
                         .send(Bytes::from(packet))
@@ -623,7 +624,7 @@ async fn pump(
                 }
             }
         }
-        splitter.finish().map_err(|e| e.status())?;
+        splitter.finish().map_err(|e| split_status(&e))?;
         writer
             .send(Bytes::from(encoder.half_close(id)))
             .await
@@ -697,7 +698,7 @@ impl http_body::Body for ResponseBody {
         };
         Poll::Ready(Some(Ok(match item {
             Some(Item::Message(payload)) => {
-                let prefix = wire::message_prefix(payload.len());
+                let prefix = message_prefix(payload.len());
                 self.payload = Some(payload);
                 Frame::data(prefix)
             }

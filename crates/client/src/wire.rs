@@ -9,27 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tether_rpc::framing::{Metadata, parse_grpc_timeout};
-
-/// Request headers that describe the HTTP/2 hop rather than the call, and headers that travel
-/// in a field of their own: never copied into the data channel's request metadata.
-const NOT_METADATA: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "host",
-    "content-length",
-    // In `RequestHeaders.timeout`.
-    "grpc-timeout",
-    // The machine trusts the identity authenticated at `Call`; a bearer token inside the
-    // channel is unneeded, so it is not sent where nothing checks it.
-    "authorization",
-];
+use tether_rpc::grpc::{SplitError, is_transport_header};
 
 /// The call's metadata from tonic's request headers: every header except the hop-by-hop ones,
 /// values grouped by name in the order they appear. `-bin` values are already base64 in HTTP
@@ -39,7 +21,9 @@ pub(crate) fn request_metadata(headers: &HeaderMap) -> Metadata {
     let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if name.starts_with(':') || NOT_METADATA.contains(&name) {
+        // The machine trusts the identity authenticated at `Call`: a bearer token inside the
+        // channel is unneeded, so it is not sent where nothing checks it.
+        if is_transport_header(name) || name == "authorization" {
             continue;
         }
         match value.to_str() {
@@ -59,122 +43,27 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
 }
 
-/// Why a request body cannot be carried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SplitError {
-    /// A compressed message (the channel carries uncompressed protobuf only).
-    Compressed,
-    /// A message longer than the limit, as declared by its prefix.
-    TooLarge(usize),
-    /// The body ended in the middle of a message.
-    Truncated,
-}
-
-impl SplitError {
-    pub(crate) fn status(&self) -> tonic::Status {
-        match self {
-            Self::Compressed => {
-                tonic::Status::internal("compressed messages cannot be sent over WebRTC")
-            }
-            Self::TooLarge(n) => tonic::Status::resource_exhausted(format!(
-                "request message of {n} bytes is larger than the limit of {} bytes",
-                tether_rpc::framing::MAX_MESSAGE_BYTES
-            )),
-            Self::Truncated => tonic::Status::internal("request body ended inside a message"),
+/// The status a request body that cannot be carried fails its call with.
+pub(crate) fn split_status(e: &SplitError) -> tonic::Status {
+    match e {
+        SplitError::Compressed => {
+            tonic::Status::internal("compressed messages cannot be sent over WebRTC")
         }
+        SplitError::TooLarge(n) => tonic::Status::resource_exhausted(format!(
+            "request message of {n} bytes is larger than the limit of {} bytes",
+            tether_rpc::framing::MAX_MESSAGE_BYTES
+        )),
+        SplitError::Truncated => tonic::Status::internal("request body ended inside a message"),
     }
 }
 
-/// Splits a gRPC request body — messages with 5-byte prefixes (flag, big-endian length), cut
-/// into body frames anywhere — back into whole messages without their prefixes.
-#[derive(Debug)]
-pub(crate) struct MessageSplitter {
-    buf: BytesMut,
-    /// Bytes of chunks not yet copied into `buf`: a chunk that holds whole messages is sliced,
-    /// not copied.
-    chunk: Bytes,
-    max: usize,
-}
-
-impl MessageSplitter {
-    pub(crate) fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            chunk: Bytes::new(),
-            max,
-        }
-    }
-
-    /// Adds one body frame's data. Call [`Self::next_message`] until it returns `None` before
-    /// pushing more.
-    pub(crate) fn push(&mut self, data: Bytes) {
-        if !self.chunk.is_empty() {
-            self.buf.extend_from_slice(&self.chunk);
-            self.chunk = Bytes::new();
-        }
-        if self.buf.is_empty() {
-            self.chunk = data;
-        } else {
-            self.buf.extend_from_slice(&data);
-        }
-    }
-
-    /// The next whole message, if one is complete.
-    pub(crate) fn next_message(&mut self) -> Result<Option<Bytes>, SplitError> {
-        // Fast path: the pending chunk starts at a message boundary.
-        if self.buf.is_empty() {
-            match header(&self.chunk, self.max)? {
-                Some(len) if self.chunk.len() >= 5 + len => {
-                    self.chunk.advance(5);
-                    return Ok(Some(self.chunk.split_to(len)));
-                }
-                _ => {
-                    // Incomplete: keep it for the next frame.
-                    self.buf.extend_from_slice(&self.chunk);
-                    self.chunk = Bytes::new();
-                    return Ok(None);
-                }
-            }
-        }
-        match header(&self.buf, self.max)? {
-            Some(len) if self.buf.len() >= 5 + len => {
-                self.buf.advance(5);
-                Ok(Some(self.buf.split_to(len).freeze()))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Checks that the body ended on a message boundary.
-    pub(crate) fn finish(&self) -> Result<(), SplitError> {
-        if self.buf.is_empty() && self.chunk.is_empty() {
-            Ok(())
-        } else {
-            Err(SplitError::Truncated)
-        }
-    }
-}
-
-/// The length a complete prefix declares, or `None` if fewer than 5 bytes are there.
-fn header(buf: &[u8], max: usize) -> Result<Option<usize>, SplitError> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    if buf[0] != 0 {
-        return Err(SplitError::Compressed);
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > max {
-        return Err(SplitError::TooLarge(len));
-    }
-    Ok(Some(len))
-}
-
-/// The 5-byte prefix of an uncompressed message of `len` bytes.
-pub(crate) fn message_prefix(len: usize) -> Bytes {
-    let mut prefix = [0u8; 5];
-    prefix[1..].copy_from_slice(&(len as u32).to_be_bytes());
-    Bytes::copy_from_slice(&prefix)
+#[cfg(test)]
+#[test]
+fn split_errors_map_to_statuses() {
+    assert_eq!(
+        split_status(&SplitError::TooLarge(5)).code(),
+        tonic::Code::ResourceExhausted
+    );
 }
 
 /// Metadata as HTTP headers. A value that is not a valid header value is dropped, except for
@@ -233,91 +122,6 @@ pub(crate) fn local_status_headers(status: &tonic::Status) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(messages: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for m in messages {
-            out.extend_from_slice(&message_prefix(m.len()));
-            out.extend_from_slice(m);
-        }
-        out
-    }
-
-    fn drain(s: &mut MessageSplitter) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while let Some(m) = s.next_message().unwrap() {
-            out.push(m);
-        }
-        out
-    }
-
-    #[test]
-    fn whole_messages_in_one_frame_are_sliced_out() {
-        let body = framed(&[b"one", b"", b"three"]);
-        let mut s = MessageSplitter::new(100);
-        s.push(Bytes::from(body));
-        assert_eq!(drain(&mut s), [&b"one"[..], b"", b"three"]);
-        s.finish().unwrap();
-    }
-
-    #[test]
-    fn messages_spanning_frames_are_reassembled_at_every_cut() {
-        let messages: [&[u8]; 3] = [b"first message", b"", b"x"];
-        let body = framed(&messages);
-        // Every way of cutting the body into two or three frames.
-        for a in 0..=body.len() {
-            for b in a..=body.len() {
-                let mut s = MessageSplitter::new(100);
-                let mut got = Vec::new();
-                for part in [&body[..a], &body[a..b], &body[b..]] {
-                    s.push(Bytes::copy_from_slice(part));
-                    got.extend(drain(&mut s));
-                }
-                assert_eq!(got, messages, "cut at {a}, {b}");
-                s.finish().unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn one_byte_frames_work() {
-        let body = framed(&[b"abc", b"defgh"]);
-        let mut s = MessageSplitter::new(100);
-        let mut got = Vec::new();
-        for byte in body {
-            s.push(Bytes::from(vec![byte]));
-            got.extend(drain(&mut s));
-        }
-        assert_eq!(got, [&b"abc"[..], b"defgh"]);
-    }
-
-    #[test]
-    fn a_body_ending_inside_a_message_is_truncated() {
-        let body = framed(&[b"abcdef"]);
-        for cut in 1..body.len() {
-            let mut s = MessageSplitter::new(100);
-            s.push(Bytes::copy_from_slice(&body[..cut]));
-            assert!(drain(&mut s).is_empty());
-            assert_eq!(s.finish(), Err(SplitError::Truncated), "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn compressed_and_oversized_messages_are_refused() {
-        let mut s = MessageSplitter::new(100);
-        s.push(Bytes::from_static(&[1, 0, 0, 0, 1, 7]));
-        assert_eq!(s.next_message(), Err(SplitError::Compressed));
-        let mut s = MessageSplitter::new(4);
-        s.push(Bytes::from(framed(&[b"12345"])));
-        assert_eq!(s.next_message(), Err(SplitError::TooLarge(5)));
-        assert_eq!(
-            SplitError::TooLarge(5).status().code(),
-            tonic::Code::ResourceExhausted
-        );
-        let mut s = MessageSplitter::new(4);
-        s.push(Bytes::from(framed(&[b"1234"])));
-        assert_eq!(drain(&mut s), [&b"1234"[..]]);
-    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {
@@ -401,11 +205,5 @@ mod tests {
                 .code(),
             tonic::Code::Unknown
         );
-    }
-
-    #[test]
-    fn prefixes_are_big_endian_lengths() {
-        assert_eq!(&message_prefix(0)[..], [0, 0, 0, 0, 0]);
-        assert_eq!(&message_prefix(0x0102_0304)[..], [0, 1, 2, 3, 4]);
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use base64::Engine as _;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -29,6 +29,7 @@ use tether_rpc::framing::{
     self, Metadata, ServerEvent, ServerStreams, encode_response_headers, encode_response_message,
     encode_trailers, parse_grpc_timeout,
 };
+use tether_rpc::grpc::{MessageSplitter, SplitError, is_transport_header, message_prefix};
 use tether_rtc::Channel;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -110,12 +111,11 @@ pub async fn serve<S>(
                         }
                         ServerEvent::Message { stream, payload } => {
                             let Some(body) = open.get(&stream).and_then(|o| o.body.clone()) else { continue };
-                            let mut framed = BytesMut::with_capacity(5 + payload.len());
-                            framed.extend_from_slice(&[0]);
-                            framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-                            framed.extend_from_slice(&payload);
                             // Waits while the handler is BODY_BUFFER messages behind: bounded
                             // memory, at the price of pausing this channel's reads meanwhile.
+                            let mut framed = BytesMut::with_capacity(5 + payload.len());
+                            framed.extend_from_slice(&message_prefix(payload.len()));
+                            framed.extend_from_slice(&payload);
                             let _ = body.send(Ok(Frame::data(framed.freeze()))).await;
                         }
                         ServerEvent::HalfClose { stream } => {
@@ -155,21 +155,10 @@ struct CallSpec {
     timeout: Option<Duration>,
 }
 
-/// Headers a peer's metadata must not set on the synthesized request.
+/// Headers a peer's metadata must not set on the synthesized request: the transport's, and
+/// `content-type`, which is always `application/grpc` here.
 fn reserved(key: &str) -> bool {
-    key.starts_with(':')
-        || matches!(
-            key,
-            "content-type"
-                | "te"
-                | "content-length"
-                | "connection"
-                | "host"
-                | "transfer-encoding"
-                | "grpc-timeout"
-                | "upgrade"
-                | "keep-alive"
-        )
+    is_transport_header(key) || key == "content-type"
 }
 
 fn build_request(call: &CallSpec, body: Body) -> Result<(Request<Body>, Option<Duration>), String> {
@@ -342,32 +331,33 @@ async fn respond<F, Fut>(
     {
         return;
     }
-    let mut pending = BytesMut::new();
+    let mut splitter = MessageSplitter::new(framing::MAX_MESSAGE_BYTES);
     loop {
         match body.frame().await {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    pending.extend_from_slice(&data);
-                    while pending.len() >= 5 {
-                        let compressed = pending[0] != 0;
-                        let len =
-                            u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]])
-                                as usize;
-                        if pending.len() < 5 + len {
-                            break;
-                        }
-                        pending.advance(5);
-                        let message = pending.split_to(len);
-                        if compressed {
-                            send(encode_trailers(
-                                stream,
-                                tonic::Code::Internal as i32,
-                                "compressed responses are not supported over WebRTC",
-                                &[],
-                            ))
-                            .await;
-                            return;
-                        }
+                    splitter.push(data);
+                    loop {
+                        let message = match splitter.next_message() {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(e) => {
+                                let why = match e {
+                                    SplitError::Compressed => {
+                                        "compressed responses are not supported over WebRTC".into()
+                                    }
+                                    e => format!("malformed response body: {e:?}"),
+                                };
+                                send(encode_trailers(
+                                    stream,
+                                    tonic::Code::Internal as i32,
+                                    &why,
+                                    &[],
+                                ))
+                                .await;
+                                return;
+                            }
+                        };
                         for packet in encode_response_message(stream, &message) {
                             if !send(packet).await {
                                 return;

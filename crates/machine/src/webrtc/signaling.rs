@@ -23,8 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
 use crate::sessions::{Entity, PeerInfo};
 
-/// How long a caller's offer may take to be answered and finish its exchange.
-pub const OFFER_DEADLINE: Duration = Duration::from_secs(10);
+pub use tether_rpc::OFFER_DEADLINE;
 /// How often a waiting `Answer` stream gets a heartbeat.
 pub const ANSWER_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Most `rpc-host` values an answerer may answer for.
