@@ -4,46 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::client::{KEY, KEY_ID, W, config, observer, until};
 use common::{Server, temp_file};
 use tether_client::{ConnectionEvent, Motor, Options, RobotClient};
-
-const KEY_ID: &str = "5a3a0c6e-1d52-4b8e-9c4b-6d0f2a7e9b11";
-const KEY: &str = "client-test-key-0123456789";
-const W: Duration = Duration::from_millis(500);
-
-fn config(auth: bool, window: &str, bind: Option<&str>) -> std::path::PathBuf {
-    let auth = if auth {
-        format!(
-            r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},"#
-        )
-    } else {
-        String::new()
-    };
-    let bind = bind
-        .map(|b| format!(r#", "bind_address": "{b}""#))
-        .unwrap_or_default();
-    let text = format!(
-        r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}], {auth}
-            "network": {{"sessions": {{"heartbeat_window": "{window}"}}{bind}}}}}"#
-    );
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    temp_file(&format!("client-{stamp}.json"), &text)
-}
-
-/// An observer that never starts a session.
-async fn observer(addr: &str, auth: bool) -> Motor {
-    let mut options = if auth {
-        Options::with_api_key(KEY, KEY_ID).insecure()
-    } else {
-        Options::default().insecure()
-    };
-    options.disable_sessions = true;
-    let robot = RobotClient::connect(addr, options).await.unwrap();
-    Motor::from_robot(&robot, "left")
-}
 
 #[tokio::test]
 async fn sessions_start_lazily_heartbeat_on_their_own_and_lapse_when_the_client_goes() {
@@ -124,11 +87,7 @@ fn a_busy_application_does_not_starve_heartbeats() {
 async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried() {
     // A long window, so the client's heartbeat thread (every W/5 = 1 s) is unlikely to notice
     // the restart before the application's next call does.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(false, "5s", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
@@ -184,29 +143,6 @@ async fn a_monitored_call_with_an_expired_session_fails_once_and_is_not_retried(
 
 use common::Proxy;
 use tether_client::backoff::BackoffPolicy;
-
-/// Collects events until `pred` matches one (or the time runs out).
-async fn until(
-    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
-    limit: Duration,
-    pred: impl Fn(&ConnectionEvent) -> bool,
-) -> Vec<ConnectionEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let e = match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(e)) => e,
-            Ok(Err(_)) => break,
-            Err(_) => break,
-        };
-        let done = pred(&e);
-        seen.push(e);
-        if done {
-            break;
-        }
-    }
-    seen
-}
 
 /// A client driving the motor through a proxy the test can cut, and an observer that reaches
 /// the machine directly.
@@ -371,11 +307,7 @@ async fn a_machine_gone_for_good_ends_in_reconnection_failed_on_schedule() {
 
 #[tokio::test]
 async fn a_restarted_machine_is_reconnected_with_a_new_session() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(true, "500ms", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
@@ -420,7 +352,6 @@ async fn a_restarted_machine_is_reconnected_with_a_new_session() {
 
 #[test]
 fn tether_connect_prints_resources_and_live_events() {
-    use std::io::BufRead;
     let server = Server::start(&[]);
     let mut connect = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args([
@@ -436,15 +367,7 @@ fn tether_connect_prints_resources_and_live_events() {
         .spawn()
         .unwrap();
     let stdout = connect.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::lines_of(stdout);
     let next_event = |want: &str| -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

@@ -2,7 +2,8 @@
 //! creates, joined by a veth pair; the test takes the link down and up again. Needs root and
 //! iproute2; without them it says so and skips. No traffic leaves the two namespaces.
 
-use std::io::BufRead;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -96,15 +97,7 @@ fn a_veth_cut_is_detected_and_the_client_reconnects_when_the_link_returns() {
         .unwrap();
     let stdout = connect.stdout.take().unwrap();
     let _connect = Killed(connect);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::lines_of(stdout);
     let next = |want: &str, limit: Duration| -> Duration {
         let t0 = Instant::now();
         while let Ok(line) = rx.recv_timeout(limit.saturating_sub(t0.elapsed())) {

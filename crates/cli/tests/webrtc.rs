@@ -212,6 +212,19 @@ impl RawPeer {
         self.reply(id).await
     }
 
+    /// Starts a session on this channel; its id.
+    async fn start_session(&mut self, separate_eos: bool) -> String {
+        let r = self
+            .unary(
+                "/viam.robot.v1.RobotService/StartSession",
+                &robot::StartSessionRequest::default(),
+                &[],
+                separate_eos,
+            )
+            .await;
+        decode::<robot::StartSessionResponse>(&r).id
+    }
+
     async fn close(self) {
         for t in &self.tasks {
             t.abort();
@@ -258,17 +271,7 @@ async fn calls_over_the_data_channel_in_both_clients_styles() {
             "opid header"
         );
         // A session started over WebRTC is a WebRTC session.
-        let r = p
-            .unary(
-                "/viam.robot.v1.RobotService/StartSession",
-                &robot::StartSessionRequest {
-                    resume: String::new(),
-                },
-                &[],
-                separate_eos,
-            )
-            .await;
-        let sid = decode::<robot::StartSessionResponse>(&r).id;
+        let sid = p.start_session(separate_eos).await;
         let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
         let r = p
             .unary(
@@ -434,15 +437,7 @@ async fn a_vanished_webrtc_client_has_its_motor_stopped() {
     );
     let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
     let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
-    let r = p
-        .unary(
-            "/viam.robot.v1.RobotService/StartSession",
-            &robot::StartSessionRequest::default(),
-            &[],
-            false,
-        )
-        .await;
-    let sid = decode::<robot::StartSessionResponse>(&r).id;
+    let sid = p.start_session(false).await;
     let md = vec![("viam-sid".to_string(), vec![sid])];
     let set = motor::SetPowerRequest {
         name: "left".into(),
@@ -585,15 +580,7 @@ async fn with_auth_on_the_channel_runs_as_the_key_that_signaled() {
         .access_token;
     let mut p = RawPeer::dial(&server.addr, Some(&token), 1).await.unwrap();
     // No token inside the channel: the identity from signaling applies.
-    let r = p
-        .unary(
-            "/viam.robot.v1.RobotService/StartSession",
-            &robot::StartSessionRequest::default(),
-            &[],
-            false,
-        )
-        .await;
-    let sid = decode::<robot::StartSessionResponse>(&r).id;
+    let sid = p.start_session(false).await;
     // The session belongs to key-a: a direct connection with key-a's token may use it.
     let mut ch = tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient::new(
         server.channel().await,

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::client::{KEY, KEY_ID, W, config, observer, until};
 use common::{RawCodec, Server, temp_file};
 use prost_types::{Struct, Value, value::Kind};
 use tether_client::{
@@ -16,32 +17,6 @@ use tether_proto::viam::common::v1::DoCommandRequest;
 use tether_proto::viam::component::generic::v1::generic_service_client::GenericServiceClient;
 use tether_proto::viam::robot::v1 as robot;
 use tonic::Code;
-
-const KEY_ID: &str = "5a3a0c6e-1d52-4b8e-9c4b-6d0f2a7e9b11";
-const KEY: &str = "webrtc-client-test-key-0123456789";
-const W: Duration = Duration::from_millis(500);
-
-fn config(auth: bool, window: &str, bind: Option<&str>) -> std::path::PathBuf {
-    let auth = if auth {
-        format!(
-            r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},"#
-        )
-    } else {
-        String::new()
-    };
-    let bind = bind
-        .map(|b| format!(r#", "bind_address": "{b}""#))
-        .unwrap_or_default();
-    let text = format!(
-        r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}], {auth}
-            "network": {{"sessions": {{"heartbeat_window": "{window}"}}{bind}}}}}"#
-    );
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    temp_file(&format!("webrtc-client-{stamp}.json"), &text)
-}
 
 fn dialing(method: &str) -> ConnectionEvent {
     ConnectionEvent::Dialing {
@@ -465,19 +440,6 @@ impl Ops for RobotClient {
     }
 }
 
-/// An observer over direct gRPC that never starts a session.
-async fn observer(addr: &str, auth: bool) -> Motor {
-    let mut options = if auth {
-        Options::with_api_key(KEY, KEY_ID).insecure()
-    } else {
-        Options::default().insecure()
-    };
-    options.disable_sessions = true;
-    options.disable_webrtc = true;
-    let robot = RobotClient::connect(addr, options).await.unwrap();
-    Motor::from_robot(&robot, "left")
-}
-
 #[tokio::test]
 async fn sessions_over_webrtc_are_webrtc_peers_stay_alive_and_lapse_when_the_client_goes() {
     let server = Server::start(&["--config", config(true, "500ms", None).to_str().unwrap()]);
@@ -570,31 +532,9 @@ fn a_busy_application_does_not_starve_heartbeats_over_webrtc() {
     });
 }
 
-/// Collects events until `pred` matches one (or the time runs out).
-async fn until(
-    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
-    limit: Duration,
-    pred: impl Fn(&ConnectionEvent) -> bool,
-) -> Vec<ConnectionEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
-        let done = pred(&e);
-        seen.push(e);
-        if done {
-            break;
-        }
-    }
-    seen
-}
-
 #[tokio::test]
 async fn a_restarted_machine_is_redialed_over_webrtc_with_a_new_session() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let bind = format!("127.0.0.1:{port}");
     let cfg = config(true, "500ms", Some(&bind));
     let mut server = Server::start_exact(&["--config", cfg.to_str().unwrap()]);
