@@ -387,3 +387,33 @@ impl RobotClient {
         Ok(self.channel.ensure_session().await?)
     }
 }
+
+/// Runs `main` on a current-thread runtime of its own, on a thread named `name`, so that an
+/// application that blocks its own runtime cannot stall it. Returns once the runtime is up,
+/// with its handle; the runtime (and every task spawned on it) ends when `main` does.
+pub(crate) fn runtime_thread<F, Fut>(name: &str, main: F) -> std::io::Result<tokio::runtime::Handle>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(main());
+        })?;
+    handle_rx
+        .recv()
+        .map_err(|_| std::io::Error::other(format!("the {name} thread died")))?
+}

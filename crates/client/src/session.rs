@@ -183,23 +183,11 @@ fn window_of(response: &StartSessionResponse) -> Option<Duration> {
 /// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
 /// or the client is gone.
 fn spawn_heartbeats(client: Weak<Inner>, id: String, window: Duration) {
-    let spawned = std::thread::Builder::new()
-        .name("tether-heartbeat".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the heartbeat runtime");
-                    return;
-                }
-            };
-            runtime.block_on(heartbeat_loop(client, id, window));
-        });
+    let spawned = crate::runtime_thread("tether-heartbeat", move || {
+        heartbeat_loop(client, id, window)
+    });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the heartbeat thread");
+        tracing::error!(error = %e, "cannot start the heartbeat thread and its runtime");
     }
 }
 

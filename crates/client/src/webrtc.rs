@@ -67,32 +67,14 @@ pub(crate) struct RtcRuntime {
 
 impl RtcRuntime {
     pub(crate) fn start() -> std::io::Result<Self> {
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<Option<Arc<Peer>>>();
-        std::thread::Builder::new()
-            .name("tether-webrtc".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async move {
-                    if let Ok(Some(peer)) = stopped.await {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), peer.close()).await;
-                    }
-                });
-                // Dropping the runtime here cancels every task of the connection.
-            })?;
-        let handle = handle_rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the WebRTC runtime thread died"))??;
+        let handle = crate::runtime_thread("tether-webrtc", move || async move {
+            if let Ok(Some(peer)) = stopped.await {
+                let _ = tokio::time::timeout(Duration::from_secs(2), peer.close()).await;
+            }
+            // The runtime is dropped when this ends, which cancels every task of the
+            // connection.
+        })?;
         Ok(Self {
             handle,
             stop: Mutex::new(Some(stop)),
