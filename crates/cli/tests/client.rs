@@ -4,7 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{KEY, KEY_ID, W, config, observer, until};
+use common::client::{
+    KEY, KEY_ID, W, busy_application_keeps_its_session, config, held_past_the_window, observer,
+    stops_once_gone, until,
+};
 use common::{Server, temp_file};
 use tether_client::{ConnectionEvent, Motor, Options, RobotClient};
 
@@ -34,27 +37,13 @@ async fn sessions_start_lazily_heartbeat_on_their_own_and_lapse_when_the_client_
         ConnectionEvent::SessionStarted { id: id.clone() }
     );
     // Heartbeats (from the client's own thread) keep it alive well past the window.
-    let mut watch = observer(&server.addr, true).await;
-    tokio::time::sleep(4 * W).await;
-    assert!(
-        watch.is_moving().await.unwrap(),
-        "stopped while the client was alive"
-    );
-    assert_eq!(robot.session_id(), Some(id));
+    let mut watch = held_past_the_window(&robot, &server.addr, &id).await;
     // Dropping the client ends the heartbeats; the machine stops the motor within the window.
     drop((left, robot));
-    let gone = Instant::now();
-    while watch.is_moving().await.unwrap() {
-        assert!(
-            gone.elapsed() < 4 * W,
-            "motor still running after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gone = stops_once_gone(&mut watch).await;
     assert!(
-        gone.elapsed() >= W / 2,
-        "stopped before the window could lapse: {:?}",
-        gone.elapsed()
+        gone >= W / 2,
+        "stopped before the window could lapse: {gone:?}"
     );
     assert!(connect_and_first_call < Duration::from_secs(2));
 }
@@ -62,25 +51,11 @@ async fn sessions_start_lazily_heartbeat_on_their_own_and_lapse_when_the_client_
 #[test]
 fn a_busy_application_does_not_starve_heartbeats() {
     let server = Server::start(&["--config", config(false, "500ms", None).to_str().unwrap()]);
-    // The application's runtime has ONE thread, and the application blocks it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let robot = RobotClient::connect(&server.addr, Options::default().insecure())
-            .await
-            .unwrap();
-        let mut left = Motor::from_robot(&robot, "left");
-        left.set_power(0.4).await.unwrap();
-        std::thread::sleep(5 * W); // hogs the runtime: no task of this runtime can run
-        assert!(
-            left.is_moving().await.unwrap(),
-            "false expiry while the application was busy"
-        );
-        assert!(robot.session_id().is_some());
-        left.stop().await.unwrap();
-    });
+    busy_application_keeps_its_session(
+        &server.addr,
+        Options::default().insecure().disable_webrtc(),
+        "direct",
+    );
 }
 
 #[tokio::test]

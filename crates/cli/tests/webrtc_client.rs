@@ -7,7 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::client::{KEY, KEY_ID, W, config, observer, until};
+use common::client::{
+    KEY, KEY_ID, busy_application_keeps_its_session, config, held_past_the_window, stops_once_gone,
+    until,
+};
 use common::{RawCodec, Server, temp_file};
 use prost_types::{Struct, Value, value::Kind};
 use tether_client::{
@@ -465,13 +468,7 @@ async fn sessions_over_webrtc_are_webrtc_peers_stay_alive_and_lapse_when_the_cli
         "{ours:?}"
     );
     // Heartbeats (over the peer connection) keep it alive well past the window.
-    let mut watch = observer(&server.addr, true).await;
-    tokio::time::sleep(4 * W).await;
-    assert!(
-        watch.is_moving().await.unwrap(),
-        "stopped while the client was alive"
-    );
-    assert_eq!(robot.session_id(), Some(id.clone()));
+    let mut watch = held_past_the_window(&robot, &server.addr, &id).await;
     let sessions = robot.robot_sessions().await;
     let ours = sessions.iter().find(|s| s.id == id).unwrap();
     assert_eq!(
@@ -481,18 +478,8 @@ async fn sessions_over_webrtc_are_webrtc_peers_stay_alive_and_lapse_when_the_cli
     );
     // Dropping the client ends heartbeats and the peer; the machine stops the motor.
     drop((left, robot));
-    let gone = Instant::now();
-    while watch.is_moving().await.unwrap() {
-        assert!(
-            gone.elapsed() < 4 * W,
-            "motor still running after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "motor stopped {:?} after the WebRTC client was dropped",
-        gone.elapsed()
-    );
+    let gone = stops_once_gone(&mut watch).await;
+    eprintln!("motor stopped {gone:?} after the WebRTC client was dropped");
 }
 
 trait Sessions {
@@ -513,23 +500,7 @@ impl Sessions for RobotClient {
 #[test]
 fn a_busy_application_does_not_starve_heartbeats_over_webrtc() {
     let server = Server::start(&["--config", config(false, "500ms", None).to_str().unwrap()]);
-    // The application's runtime has ONE thread, and the application blocks it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let robot = over_webrtc(&server.addr, Options::default().insecure()).await;
-        let mut left = Motor::from_robot(&robot, "left");
-        left.set_power(0.4).await.unwrap();
-        std::thread::sleep(5 * W); // no task of this runtime can run
-        assert!(
-            left.is_moving().await.unwrap(),
-            "false expiry while the application was busy"
-        );
-        assert!(robot.session_id().is_some());
-        left.stop().await.unwrap();
-    });
+    busy_application_keeps_its_session(&server.addr, Options::default().insecure(), "webrtc");
 }
 
 #[tokio::test]

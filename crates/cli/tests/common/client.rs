@@ -66,3 +66,57 @@ pub async fn until(
     }
     seen
 }
+
+/// With `robot` holding session `id` on motor `left`, waits 4 W: the motor must keep running
+/// and the session stay the same. Returns the observer's motor, for [`stops_once_gone`].
+pub async fn held_past_the_window(robot: &RobotClient, addr: &str, id: &str) -> Motor {
+    let mut watch = observer(addr, true).await;
+    tokio::time::sleep(4 * W).await;
+    assert!(
+        watch.is_moving().await.unwrap(),
+        "stopped while the client was alive"
+    );
+    assert_eq!(robot.session_id().as_deref(), Some(id));
+    watch
+}
+
+/// Once the session's client is gone: the machine stops the motor within 4 W. How long it took.
+pub async fn stops_once_gone(watch: &mut Motor) -> Duration {
+    let gone = std::time::Instant::now();
+    while watch.is_moving().await.unwrap() {
+        assert!(
+            gone.elapsed() < 4 * W,
+            "motor still running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gone.elapsed()
+}
+
+/// An application that blocks its own (single-threaded) runtime for 5 W after commanding the
+/// motor: the client's heartbeats, on a thread of their own, keep the session alive. The
+/// client must be connected over `transport` (`webrtc` or `direct`).
+pub fn busy_application_keeps_its_session(addr: &str, options: Options, transport: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let robot = RobotClient::connect(addr, options).await.unwrap();
+        assert_eq!(
+            robot.transport(),
+            transport,
+            "{:?}",
+            robot.first_dial_events()
+        );
+        let mut left = Motor::from_robot(&robot, "left");
+        left.set_power(0.4).await.unwrap();
+        std::thread::sleep(5 * W); // hogs the runtime: no task of this runtime can run
+        assert!(
+            left.is_moving().await.unwrap(),
+            "false expiry while the application was busy"
+        );
+        assert!(robot.session_id().is_some());
+        left.stop().await.unwrap();
+    });
+}
