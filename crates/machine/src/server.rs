@@ -72,6 +72,26 @@ const MAX_REJECTING: usize = 64;
 /// How long an over-limit connection is kept to deliver its rejection.
 const REJECT_LINGER: Duration = Duration::from_secs(3);
 
+/// The one tower stack every call goes through, whichever transport it came by: HTTP/2 or
+/// HTTP/1 connections here, WebRTC data channels in [`crate::webrtc`].
+pub trait Stack:
+    tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -534,11 +554,7 @@ async fn serve_connection<S>(
     options: &ServerOptions,
     stop: CancellationToken,
 ) where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     let local = stream.local_addr().ok();
     let (io, protocol) =

@@ -8,13 +8,10 @@
 //! bounded (`network.max_webrtc_peers`): a call beyond it is refused with
 //! RESOURCE_EXHAUSTED.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use http::{Request, Response};
 use tether_rtc::{Peer, PeerConfig, PeerEvent};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -24,6 +21,7 @@ use tonic::Status;
 
 use super::dispatch::{self, ConnectionContext};
 use super::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
+use crate::server::Stack;
 use crate::sessions::{PeerInfo, PeerKind};
 
 /// The least time an answerer gives an exchange, whatever the offer's deadline says.
@@ -48,12 +46,7 @@ pub struct Answerer<S> {
 
 impl<S> Answerer<S>
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);

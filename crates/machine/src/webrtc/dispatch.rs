@@ -36,6 +36,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tower::ServiceExt;
 
 use crate::auth::ChannelAuthenticated;
+use crate::server::Stack;
 use crate::sessions::{Entity, PeerInfo};
 
 /// Request messages buffered per stream before the reader waits for its handler.
@@ -64,11 +65,7 @@ pub async fn serve<S>(
     context: ConnectionContext,
     closed: impl Future<Output = ()>,
 ) where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     let (out, mut outgoing) = mpsc::channel::<Bytes>(WRITE_BUFFER);
     let writer_channel = channel.clone();
@@ -242,11 +239,7 @@ async fn run_call<S>(
     out: mpsc::Sender<Bytes>,
 ) -> u64
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Stack,
 {
     let stream = call.stream;
     let body = Body::new(http_body_util::StreamBody::new(futures::stream::unfold(
