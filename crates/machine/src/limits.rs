@@ -12,8 +12,8 @@ use bytes::{Buf, Bytes};
 use http::Request;
 use http_body::{Body, Frame};
 
-/// Viam's limit on one received message: 1 << 25 bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 25;
+/// Viam's limit on one received message: 1 << 25 bytes, the same on every transport.
+pub const MAX_MESSAGE_BYTES: usize = tether_rpc::framing::MAX_MESSAGE_BYTES;
 
 /// Incremental parser of gRPC length prefixes.
 #[derive(Debug, Clone)]
