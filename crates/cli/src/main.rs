@@ -160,7 +160,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let shutdown = shutdown_signal()?;
-    let machine = Arc::new(Machine::new(&config));
+    let machine = Arc::new(Machine::new(&config)?);
     tracing::info!(
         "tether {} serving {source}: {} resources",
         env!("CARGO_PKG_VERSION"),

@@ -34,6 +34,7 @@ pub mod backoff;
 mod channel;
 mod components;
 mod reconnect;
+mod robot_service;
 mod session;
 mod signaling;
 mod webrtc;

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use tether_proto::proto::rpc::v1 as rpc;
 use tonic::Status;
 
-use crate::fake::lock;
 use crate::sessions::{Entity, PeerInfo};
+use crate::sync::lock;
 
 /// The one method callable without a token.
 pub const AUTHENTICATE_PATH: &str = "/proto.rpc.v1.AuthService/Authenticate";

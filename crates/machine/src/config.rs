@@ -13,15 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::fake::{
-    FakeArmAttributes, FakeBaseAttributes, FakeCameraAttributes, FakeGantryAttributes,
-    FakeGripperAttributes, FakeMotorAttributes, FakeSensorAttributes, FakeServoAttributes,
-    FakeSwitchAttributes, NoAttributes,
-};
-use crate::resource::Subtype;
+use crate::apis::{Dependency, Model, Registration};
+use crate::resource::{ApiName, ResourceKind};
 
 /// The default listen address, as viam-server's.
 pub const DEFAULT_BIND_ADDRESS: &str = "localhost:8080";
@@ -61,13 +56,22 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The components, in file order.
-    pub components: Vec<ComponentConfig>,
+    pub components: Vec<ResourceConfig>,
+    /// The services, in file order.
+    pub services: Vec<ResourceConfig>,
     /// Network settings.
     pub network: NetworkConfig,
     /// The config's revision, if it names one.
     pub revision: String,
     /// Authentication; `None` serves an open machine.
     pub auth: Option<AuthConfig>,
+}
+
+impl Config {
+    /// Every configured resource: the components, then the services.
+    pub fn resources(&self) -> impl Iterator<Item = &ResourceConfig> {
+        self.components.iter().chain(&self.services)
+    }
 }
 
 /// Validated authentication settings.
@@ -86,31 +90,19 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-/// One validated component.
+/// One validated component or service.
 #[derive(Debug, Clone)]
-pub struct ComponentConfig {
+pub struct ResourceConfig {
     /// Its short name.
     pub name: String,
     /// Its API.
-    pub subtype: Subtype,
-    /// Its model with parsed attributes.
-    pub model: Model,
-}
-
-/// A model with its parsed attributes. This build provides the simulated `fake` models.
-#[derive(Debug, Clone)]
-pub enum Model {
-    FakeArm(FakeArmAttributes),
-    FakeBase(FakeBaseAttributes),
-    FakeButton,
-    FakeCamera(FakeCameraAttributes),
-    FakeGantry(FakeGantryAttributes),
-    FakeGeneric,
-    FakeGripper(FakeGripperAttributes),
-    FakeMotor(FakeMotorAttributes),
-    FakeSensor(FakeSensorAttributes),
-    FakeServo(FakeServoAttributes),
-    FakeSwitch(FakeSwitchAttributes),
+    pub api: ApiName,
+    /// Its model.
+    pub model: &'static Model,
+    /// Its attributes, checked by the model.
+    pub attributes: Value,
+    /// The resources it needs built first (the model's, and `depends_on`).
+    pub dependencies: Vec<Dependency>,
 }
 
 /// Validated network settings.
@@ -360,8 +352,14 @@ impl Config {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, String> {
+        if !self.services.is_empty() && crate::apis::subtypes(ResourceKind::Service).is_empty() {
+            return Err(format!(
+                "services: this build of Tether does not run services ({} configured); \
+                 remove them or leave the list empty",
+                self.services.len()
+            ));
+        }
         for (section, items) in [
-            ("services", &self.services),
             ("modules", &self.modules),
             ("remotes", &self.remotes),
             ("processes", &self.processes),
@@ -386,26 +384,103 @@ impl RawConfig {
         let _ = (self.debug, self.disable_partial_start);
         let auth = self.auth.validate()?;
         let network = self.network.validate()?;
-        let mut seen = HashSet::new();
         let mut components = Vec::with_capacity(self.components.len());
         for (i, c) in self.components.into_iter().enumerate() {
             let at = format!("components[{i}] {:?}", c.name);
-            let component = c.validate().map_err(|e| format!("{at}: {e}"))?;
-            if !seen.insert(component.name.clone()) {
-                return Err(format!(
-                    "{at}: duplicate name {:?}; every resource needs a unique name",
-                    component.name
-                ));
-            }
-            components.push(component);
+            components.push(
+                c.validate(ResourceKind::Component)
+                    .map_err(|e| format!("{at}: {e}"))?,
+            );
         }
+        let mut services = Vec::with_capacity(self.services.len());
+        for (i, c) in self.services.into_iter().enumerate() {
+            let c = RawComponent::deserialize(c).map_err(|e| format!("services[{i}]: {e}"))?;
+            let at = format!("services[{i}] {:?}", c.name);
+            services.push(
+                c.validate(ResourceKind::Service)
+                    .map_err(|e| format!("{at}: {e}"))?,
+            );
+        }
+        check_names_and_dependencies(&components, &services)?;
         Ok(Config {
             components,
+            services,
             network,
             revision: self.revision,
             auth,
         })
     }
+}
+
+/// Every resource name is unique among its kind (viam-server's rule: a component and a service
+/// may share a name), every dependency exists with the model it must have, and the
+/// dependencies form no cycle.
+fn check_names_and_dependencies(
+    components: &[ResourceConfig],
+    services: &[ResourceConfig],
+) -> Result<(), String> {
+    let mut by_name: HashMap<(ApiName, &str), &ResourceConfig> = HashMap::new();
+    for (section, list) in [("components", components), ("services", services)] {
+        let mut seen = HashSet::new();
+        for (i, c) in list.iter().enumerate() {
+            if !seen.insert(c.name.as_str()) {
+                return Err(format!(
+                    "{section}[{i}] {:?}: duplicate name {:?}; every resource needs a unique name",
+                    c.name, c.name
+                ));
+            }
+            by_name.insert((c.api, c.name.as_str()), c);
+        }
+    }
+    for c in components.iter().chain(services) {
+        for d in &c.dependencies {
+            let Some(dep) = by_name.get(&(d.name.api, d.name.name.as_str())) else {
+                return Err(format!(
+                    "{} {:?}: needs {}, which is not configured",
+                    c.api, c.name, d.name
+                ));
+            };
+            if let Some(model) = d.model
+                && dep.model.name != model
+            {
+                return Err(format!(
+                    "{} {:?}: needs {} to be of model {model:?}, but it is {:?}",
+                    c.api, c.name, d.name, dep.model.name
+                ));
+            }
+        }
+    }
+    // A depth-first walk finds cycles.
+    fn visit<'a>(
+        node: &'a ResourceConfig,
+        by_name: &HashMap<(ApiName, &str), &'a ResourceConfig>,
+        state: &mut HashMap<(ApiName, &'a str), bool>,
+    ) -> Result<(), String> {
+        let key = (node.api, node.name.as_str());
+        match state.get(&key) {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(format!(
+                    "{} {:?}: its dependencies form a cycle",
+                    node.api, node.name
+                ));
+            }
+            None => {}
+        }
+        state.insert(key, false);
+        for d in &node.dependencies {
+            if let Some(dep) = by_name.get(&(d.name.api, d.name.name.as_str())) {
+                visit(dep, by_name, state)?;
+            }
+        }
+        state.insert(key, true);
+        Ok(())
+    }
+    let mut state = HashMap::new();
+    for c in components.iter().chain(services) {
+        visit(c, &by_name, &mut state)?;
+    }
+    Ok(())
 }
 
 impl RawNetwork {
@@ -540,7 +615,7 @@ impl RawAuth {
 }
 
 impl RawComponent {
-    fn validate(self) -> Result<ComponentConfig, String> {
+    fn validate(self, kind: ResourceKind) -> Result<ResourceConfig, String> {
         if !valid_name(&self.name) {
             return Err(format!(
                 "name {:?} is invalid: use letters, digits, '-' and '_', starting with a letter \
@@ -548,20 +623,31 @@ impl RawComponent {
                 self.name
             ));
         }
-        let subtype = self.subtype()?;
+        let registration = self.registration(kind)?;
+        let api = registration.api;
+        let mut dependencies = Vec::new();
         for dep in &self.depends_on {
             if dep.is_empty() {
                 return Err("depends_on: empty resource name".into());
             }
         }
         let _ = (&self.frame, &self.service_configs, &self.log_configuration);
-        if self.model != "fake" && self.model != "rdk:builtin:fake" {
+        let short = self
+            .model
+            .strip_prefix("rdk:builtin:")
+            .unwrap_or(&self.model);
+        let Some(model) = registration.models.iter().find(|m| m.name == short) else {
+            let names: Vec<String> = registration
+                .models
+                .iter()
+                .map(|m| format!("{:?} (also written \"rdk:builtin:{}\")", m.name, m.name))
+                .collect();
             return Err(format!(
-                "unknown model {:?} for {subtype}; this build provides \"fake\" \
-                 (also written \"rdk:builtin:fake\")",
-                self.model
+                "unknown model {:?} for {api}; this build provides {}",
+                self.model,
+                names.join(", ")
             ));
-        }
+        };
         let attributes = match self.attributes {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(v @ Value::Object(_)) => v,
@@ -572,42 +658,51 @@ impl RawComponent {
                 ));
             }
         };
-        let model = fake_model(subtype, attributes).map_err(|e| format!("attributes: {e}"))?;
-        Ok(ComponentConfig {
+        dependencies.extend((model.check)(&attributes).map_err(|e| format!("attributes: {e}"))?);
+        Ok(ResourceConfig {
             name: self.name,
-            subtype,
+            api,
             model,
+            attributes,
+            dependencies,
         })
     }
 
-    fn subtype(&self) -> Result<Subtype, String> {
-        let supported = || {
-            Subtype::ALL
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+    /// The registered API this entry names, by `api` or by `type` (and `namespace`).
+    fn registration(&self, kind: ResourceKind) -> Result<&'static Registration, String> {
+        let what = kind.as_str();
+        let supported = || crate::apis::subtypes(kind);
+        let unsupported = |named: String| match kind {
+            ResourceKind::Component => format!(
+                "{named}: unsupported component API; supported: {}",
+                supported()
+            ),
+            ResourceKind::Service => format!(
+                "{named}: this build does not run services of that API; supported: {}",
+                match supported().as_str() {
+                    "" => "none".to_string(),
+                    s => s.to_string(),
+                }
+            ),
         };
         let from_api = match &self.api {
             Some(api) => {
                 let parts: Vec<&str> = api.split(':').collect();
-                let [namespace, kind, subtype] = parts[..] else {
+                let [namespace, k, subtype] = parts[..] else {
                     return Err(format!(
-                        "api {api:?} is not of the form \"namespace:component:subtype\" \
+                        "api {api:?} is not of the form \"namespace:{what}:subtype\" \
                          (e.g. \"rdk:component:motor\")"
                     ));
                 };
-                if namespace != "rdk" || kind != "component" {
+                if namespace != "rdk" || k != what {
                     return Err(format!(
-                        "api {api:?} is not supported; this build serves rdk:component APIs"
+                        "api {api:?} is not supported; this build serves rdk:{what} APIs here"
                     ));
                 }
-                Some(Subtype::parse(subtype).ok_or_else(|| {
-                    format!(
-                        "api {api:?}: unsupported component API; supported: {}",
-                        supported()
-                    )
-                })?)
+                Some(
+                    crate::apis::find(namespace, k, subtype)
+                        .ok_or_else(|| unsupported(format!("api {api:?}")))?,
+                )
             }
             None => None,
         };
@@ -618,25 +713,27 @@ impl RawComponent {
                 {
                     return Err(format!("namespace {ns:?} is not supported; use \"rdk\""));
                 }
-                Some(Subtype::parse(t).ok_or_else(|| {
-                    format!(
-                        "type {t:?}: unsupported component type; supported: {}",
-                        supported()
-                    )
+                Some(crate::apis::find("rdk", what, t).ok_or_else(|| {
+                    unsupported(format!("type {t:?}")).replacen(" API;", " type;", 1)
                 })?)
             }
             None => None,
         };
         match (from_api, from_type) {
-            (Some(a), Some(t)) if a != t => Err(format!(
-                "api {a} and type {:?} disagree; give one of them",
-                t.as_str()
+            (Some(a), Some(t)) if a.api != t.api => Err(format!(
+                "api {} and type {:?} disagree; give one of them",
+                a.api, t.api.subtype
             )),
             (Some(a), _) => Ok(a),
             (None, Some(t)) => Ok(t),
-            (None, None) => {
-                Err("missing \"api\" (e.g. \"rdk:component:motor\") or \"type\"".into())
-            }
+            (None, None) => Err(format!(
+                "missing \"api\" (e.g. \"rdk:{what}:{}\") or \"type\"",
+                if kind == ResourceKind::Component {
+                    "motor"
+                } else {
+                    "motion"
+                }
+            )),
         }
     }
 }
@@ -650,59 +747,6 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-fn parse_attributes<T: DeserializeOwned>(
-    v: Value,
-    validate: impl FnOnce(&T) -> Result<(), String>,
-) -> Result<T, String> {
-    let parsed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    validate(&parsed)?;
-    Ok(parsed)
-}
-
-fn fake_model(subtype: Subtype, attributes: Value) -> Result<Model, String> {
-    let none = |a: Value| parse_attributes::<NoAttributes>(a, |_| Ok(()));
-    Ok(match subtype {
-        Subtype::Arm => Model::FakeArm(parse_attributes(attributes, FakeArmAttributes::validate)?),
-        Subtype::Base => {
-            Model::FakeBase(parse_attributes(attributes, FakeBaseAttributes::validate)?)
-        }
-        Subtype::Button => {
-            none(attributes)?;
-            Model::FakeButton
-        }
-        Subtype::Camera => Model::FakeCamera(parse_attributes(
-            attributes,
-            FakeCameraAttributes::validate,
-        )?),
-        Subtype::Gantry => Model::FakeGantry(parse_attributes(
-            attributes,
-            FakeGantryAttributes::validate,
-        )?),
-        Subtype::Generic => {
-            none(attributes)?;
-            Model::FakeGeneric
-        }
-        Subtype::Gripper => Model::FakeGripper(parse_attributes(
-            attributes,
-            FakeGripperAttributes::validate,
-        )?),
-        Subtype::Motor => {
-            Model::FakeMotor(parse_attributes(attributes, FakeMotorAttributes::validate)?)
-        }
-        Subtype::Sensor => Model::FakeSensor(parse_attributes(
-            attributes,
-            FakeSensorAttributes::validate,
-        )?),
-        Subtype::Servo => {
-            Model::FakeServo(parse_attributes(attributes, FakeServoAttributes::validate)?)
-        }
-        Subtype::Switch => Model::FakeSwitch(parse_attributes(
-            attributes,
-            FakeSwitchAttributes::validate,
-        )?),
-    })
 }
 
 /// Resource names: a letter or digit, then letters, digits, `-` and `_`, at most 200 bytes.
@@ -806,7 +850,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.components.len(), 2);
-        assert!(c.components.iter().all(|c| c.subtype == Subtype::Motor));
+        assert!(
+            c.components
+                .iter()
+                .all(|c| c.api == crate::apis::motor::API)
+        );
         assert_eq!(c.network.bind_address, DEFAULT_BIND_ADDRESS);
         assert_eq!(c.network.heartbeat_window, DEFAULT_HEARTBEAT_WINDOW);
     }

@@ -1,22 +1,25 @@
 //! The Tether machine server.
 //!
-//! A machine is a set of resources (components behind one trait per API, see [`resource`]),
-//! built from a validated [`config::Config`] into a [`machine::Machine`], and served over gRPC
-//! on one port by [`server`]. The path of a call: TCP → message-size limit → operations layer
-//! (every call is an operation with an id) → the generated service ([`services`]) → the
-//! resource's trait method → the model (the simulated ones are in [`fake`]).
+//! A machine is a set of resources — components and services, each API one module of
+//! [`apis`] (its trait, its models, its gRPC adapter) registered in one list — built from a
+//! validated [`config::Config`] into a [`machine::Machine`], and served over gRPC on one port
+//! by [`server`]. The path of a call: TCP or a WebRTC data channel → the one tower stack
+//! (message limit, auth, operations, sessions) → the API's adapter → the resource's trait
+//! method → the model (the simulated ones are each API's `fake`, built on [`sim`]).
 
+pub mod apis;
 pub mod auth;
 pub mod config;
 pub mod convert;
-pub mod fake;
 pub mod limits;
 pub mod machine;
 pub mod operations;
 pub mod resource;
+pub mod robot;
 pub mod server;
-pub mod services;
 pub mod sessions;
+pub mod sim;
+pub mod sync;
 pub mod tls;
 pub mod webrtc;
 

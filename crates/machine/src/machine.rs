@@ -7,14 +7,20 @@ use std::time::{Duration, SystemTime};
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::config::{Config, Model};
-use crate::fake;
+use crate::config::Config;
 use crate::operations::Operations;
-use crate::resource::{
-    Arm, Base, Button, Camera, Component, Gantry, Gripper, Motor, Resource, ResourceName,
-    Resources, Sensor, Servo, Subtype, Switch,
-};
+use crate::resource::{ApiName, Component, Resource, ResourceName, Resources};
 use crate::sessions::Sessions;
+
+/// Why a machine could not be built from a validated config.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build {resource}: {message}")]
+pub struct BuildError {
+    /// The resource whose model failed to build.
+    pub resource: ResourceName,
+    /// What went wrong.
+    pub message: String,
+}
 
 /// A running machine.
 pub struct Machine {
@@ -28,48 +34,59 @@ pub struct Machine {
     revision: String,
 }
 
-fn build(model: &Model, name: &str) -> Resource {
-    match model {
-        Model::FakeArm(a) => Resource::Arm(Arc::new(fake::FakeArm::new(name, a))),
-        Model::FakeBase(a) => Resource::Base(Arc::new(fake::FakeBase::new(name, a))),
-        Model::FakeButton => Resource::Button(Arc::new(fake::FakeButton::new(name))),
-        Model::FakeCamera(a) => Resource::Camera(Arc::new(fake::FakeCamera::new(name, a))),
-        Model::FakeGantry(a) => Resource::Gantry(Arc::new(fake::FakeGantry::new(name, a))),
-        Model::FakeGeneric => Resource::Generic(Arc::new(fake::FakeGeneric::new(name))),
-        Model::FakeGripper(a) => Resource::Gripper(Arc::new(fake::FakeGripper::new(name, a))),
-        Model::FakeMotor(a) => Resource::Motor(Arc::new(fake::FakeMotor::new(name, a))),
-        Model::FakeSensor(a) => Resource::Sensor(Arc::new(fake::FakeSensor::new(name, a))),
-        Model::FakeServo(a) => Resource::Servo(Arc::new(fake::FakeServo::new(name, a))),
-        Model::FakeSwitch(a) => Resource::Switch(Arc::new(fake::FakeSwitch::new(name, a))),
-    }
-}
-
-macro_rules! typed_lookup {
-    ($($fn:ident: $variant:ident => $trait:ident),* $(,)?) => {$(
-        /// Looks up a resource of this API by name; NOT_FOUND names it when absent.
-        pub fn $fn(&self, name: &str) -> Result<Arc<dyn $trait>, Status> {
-            match self.lookup(Subtype::$variant, name)? {
-                Resource::$variant(r) => Ok(r.clone()),
-                _ => Err(Status::internal("resource registry holds a mismatched type")),
+/// Builds every configured resource, each after the resources it depends on (config
+/// validation checked that they exist and form no cycle), listed in configuration order.
+fn build_resources(config: &Config) -> Result<Resources, BuildError> {
+    let mut built = Resources::default();
+    let mut pending: Vec<_> = config.resources().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut still = Vec::new();
+        for c in pending {
+            let ready = c
+                .dependencies
+                .iter()
+                .all(|d| built.get(&d.name.api, &d.name.name).is_some());
+            if !ready {
+                still.push(c);
+                continue;
             }
+            let name = ResourceName::new(c.api, c.name.clone());
+            let resource = (c.model.build)(&crate::apis::Build {
+                name: &c.name,
+                attributes: &c.attributes,
+                built: &built,
+            })
+            .map_err(|message| BuildError {
+                resource: name.clone(),
+                message,
+            })?;
+            // Names were checked unique when the config was validated.
+            let _ = built.insert(name, resource);
         }
-    )*};
+        if still.len() == before {
+            return Err(BuildError {
+                resource: ResourceName::new(still[0].api, still[0].name.clone()),
+                message: "its dependencies form a cycle".into(),
+            });
+        }
+        pending = still;
+    }
+    // Configuration order, whatever order they were built in.
+    let mut ordered = Resources::default();
+    for c in config.resources() {
+        if let Some(r) = built.get(&c.api, &c.name) {
+            let _ = ordered.insert(ResourceName::new(c.api, c.name.clone()), r.clone());
+        }
+    }
+    Ok(ordered)
 }
 
 impl Machine {
-    /// Builds every configured resource. The config is already validated, so this cannot fail.
-    pub fn new(config: &Config) -> Self {
-        let mut resources = Resources::default();
-        for c in &config.components {
-            let name = ResourceName {
-                subtype: c.subtype,
-                name: c.name.clone(),
-            };
-            // Names were checked unique when the config was validated.
-            let _ = resources.insert(name, build(&c.model, &c.name));
-        }
-        Self {
-            resources,
+    /// Builds every configured resource.
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        Ok(Self {
+            resources: build_resources(config)?,
             operations: Arc::new(Operations::default()),
             sessions: Arc::new(Sessions::new(
                 config.network.heartbeat_window,
@@ -78,7 +95,7 @@ impl Machine {
             stop_timeout: config.network.stop_timeout,
             started: SystemTime::now(),
             revision: config.revision.clone(),
-        }
+        })
     }
 
     /// Every resource.
@@ -112,28 +129,27 @@ impl Machine {
     }
 
     /// Looks a resource up; NOT_FOUND names the missing resource.
-    pub fn lookup(&self, subtype: Subtype, name: &str) -> Result<&Resource, Status> {
+    pub fn lookup(&self, api: &ApiName, name: &str) -> Result<&Resource, Status> {
         self.resources
-            .get(subtype, name)
-            .ok_or_else(|| Status::not_found(format!("resource \"{subtype}/{name}\" not found")))
+            .get(api, name)
+            .ok_or_else(|| Status::not_found(format!("resource \"{api}/{name}\" not found")))
     }
 
     /// The common view of a resource.
-    pub fn component(&self, subtype: Subtype, name: &str) -> Result<Arc<dyn Component>, Status> {
-        Ok(self.lookup(subtype, name)?.component())
+    pub fn component(&self, api: &ApiName, name: &str) -> Result<Arc<dyn Component>, Status> {
+        Ok(self.lookup(api, name)?.component())
     }
 
-    typed_lookup! {
-        arm: Arm => Arm,
-        base: Base => Base,
-        button: Button => Button,
-        camera: Camera => Camera,
-        gantry: Gantry => Gantry,
-        gripper: Gripper => Gripper,
-        motor: Motor => Motor,
-        sensor: Sensor => Sensor,
-        servo: Servo => Servo,
-        switch: Switch => Switch,
+    /// A resource as its API's trait object (`machine.typed::<dyn Motor>(&motor::API, "left")`);
+    /// NOT_FOUND names it when absent.
+    pub fn typed<T: ?Sized + Send + Sync + 'static>(
+        &self,
+        api: &ApiName,
+        name: &str,
+    ) -> Result<Arc<T>, Status> {
+        self.lookup(api, name)?
+            .typed::<T>()
+            .ok_or_else(|| Status::internal(format!("{api}/{name} does not serve its API's trait")))
     }
 
     /// Cancels every operation but `keep`, then stops every actuator in parallel, each under

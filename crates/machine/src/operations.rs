@@ -21,7 +21,7 @@ use http_body::Frame;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::fake::lock;
+use crate::sync::lock;
 
 /// The response (and request) header carrying an operation id.
 pub const OPID_HEADER: &str = "opid";

@@ -30,9 +30,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tether_proto::viam::component::{
-    arm, base, button, camera, gantry, generic, gripper, motor, sensor, servo, switch,
-};
 use tether_proto::viam::robot::v1::robot_service_server::RobotServiceServer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,13 +38,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::apis::limited;
 use crate::auth::{AuthApi, AuthLayer, Authenticator};
 use crate::config::split_host_port;
 use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
 use crate::operations::Holding;
 use crate::operations::OperationsLayer;
-use crate::services::Api;
+use crate::robot::RobotApi;
 use crate::sessions::{PeerInfo, PeerKind, SessionLayer};
 use crate::webrtc::{Answerer, AnswererStats, CallQueue, Hosts, MemoryQueue, SignalingApi};
 use tether_proto::proto::rpc::v1::auth_service_server::AuthServiceServer;
@@ -218,8 +216,6 @@ pub fn app(
     auth: Option<Arc<Authenticator>>,
     signaling: Option<SignalingApi>,
 ) -> Result<axum::Router, ServeError> {
-    let api = Api::new(machine.clone());
-    let max = MAX_MESSAGE_BYTES;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
@@ -230,49 +226,12 @@ pub fn app(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    macro_rules! limited {
-        ($server:expr) => {
-            $server
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max)
-        };
-    }
     let mut routes = tonic::service::Routes::builder();
+    routes.add_service(limited!(RobotServiceServer::new(RobotApi::new(
+        machine.clone()
+    ))));
+    crate::apis::serve_all(&mut routes, &machine);
     routes
-        .add_service(limited!(RobotServiceServer::new(api.clone())))
-        .add_service(limited!(
-            arm::v1::arm_service_server::ArmServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            base::v1::base_service_server::BaseServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            button::v1::button_service_server::ButtonServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            camera::v1::camera_service_server::CameraServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            gantry::v1::gantry_service_server::GantryServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            generic::v1::generic_service_server::GenericServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            gripper::v1::gripper_service_server::GripperServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            motor::v1::motor_service_server::MotorServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            sensor::v1::sensor_service_server::SensorServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            servo::v1::servo_service_server::ServoServiceServer::new(api.clone())
-        ))
-        .add_service(limited!(
-            switch::v1::switch_service_server::SwitchServiceServer::new(api)
-        ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     if let Some(auth) = auth {

@@ -31,10 +31,10 @@ use tether_session::{Expired, SessionExpired, SessionId, SessionManager, StartEr
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::fake::lock;
 use crate::machine::Machine;
 use crate::operations::CurrentOperation;
-use crate::resource::{ResourceName, Subtype};
+use crate::resource::ResourceName;
+use crate::sync::lock;
 
 /// The request metadata key carrying a session id.
 pub const SESSION_ID_HEADER: &str = "viam-sid";
@@ -215,10 +215,7 @@ fn stop_expired(
         .resources
         .iter()
         .filter_map(|name| {
-            let a = machine
-                .resources()
-                .get(name.subtype, &name.name)?
-                .actuator()?;
+            let a = machine.resources().get(&name.api, &name.name)?.actuator()?;
             Some((name.clone(), a))
         })
         .collect();
@@ -250,15 +247,14 @@ fn stop_expired(
     }
 }
 
-/// The resource a monitored call drives: its API from the service path, its name from field 1.
+/// The resource a monitored call drives: its API from the service in the path
+/// (`/viam.component.motor.v1.MotorService/SetPower`), looked up in the registry, so every
+/// registered API — component or service — is treated alike; its name from field 1.
 fn monitored_resource(path: &str, message: &[u8]) -> Option<ResourceName> {
-    let subtype = path.strip_prefix("/viam.component.")?.split('.').next()?;
-    let subtype = Subtype::parse(subtype)?;
+    let service = path.strip_prefix('/')?.rsplit_once('/')?.0;
+    let api = crate::apis::by_proto_service(service)?.api;
     let name = field1_string(message)?;
-    Some(ResourceName {
-        subtype,
-        name: name.to_string(),
-    })
+    Some(ResourceName::new(api, name))
 }
 
 fn varint(b: &[u8]) -> Option<(u64, usize)> {
@@ -447,7 +443,7 @@ where
             let resource = first
                 .as_deref()
                 .and_then(|m| monitored_resource(&path, m))
-                .filter(|r| machine.resources().get(r.subtype, &r.name).is_some());
+                .filter(|r| machine.resources().get(&r.api, &r.name).is_some());
             if machine.sessions().admit(session, &owner, resource).is_err() {
                 return Ok(status_response(session_expired()));
             }
@@ -496,13 +492,7 @@ mod tests {
     fn resource_comes_from_the_service_path() {
         let msg = [0x0a, 1, b'm'];
         let r = monitored_resource("/viam.component.motor.v1.MotorService/SetPower", &msg);
-        assert_eq!(
-            r,
-            Some(ResourceName {
-                subtype: Subtype::Motor,
-                name: "m".into()
-            })
-        );
+        assert_eq!(r, Some(ResourceName::new(crate::apis::motor::API, "m")));
         assert_eq!(
             monitored_resource("/viam.service.motion.v1.MotionService/Move", &msg),
             None

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Axes, travel_time};
-use crate::resource::{Object, ResourceError, Result, Servo};
+use super::Servo;
+use crate::resource::{Object, ResourceError, Result};
+use crate::sim::{Axes, travel_time};
 
 /// Attributes of a fake servo.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,9 +33,8 @@ fn default_speed() -> f64 {
     600.0
 }
 
-impl FakeServoAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeServoAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.min_angle_deg > self.max_angle_deg {
             return Err("min_angle_deg must not exceed max_angle_deg".into());
         }
@@ -71,7 +71,7 @@ impl FakeServo {
     }
 }
 
-super::axes_actuator!(FakeServo, angle);
+crate::sim::axes_actuator!(FakeServo, angle);
 
 #[async_trait]
 impl Servo for FakeServo {

@@ -9,10 +9,22 @@ use tether_proto::viam::robot::v1 as robot;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::Api;
+use crate::machine::Machine;
 use crate::operations::CurrentOperation;
-use crate::resource::Subtype;
 use crate::sessions::{Entity, PeerInfo, PeerKind, session_expired};
+
+/// Serves `viam.robot.v1.RobotService` for one machine.
+#[derive(Clone)]
+pub struct RobotApi {
+    machine: std::sync::Arc<Machine>,
+}
+
+impl RobotApi {
+    /// The robot service of `machine`.
+    pub fn new(machine: std::sync::Arc<Machine>) -> Self {
+        Self { machine }
+    }
+}
 
 /// The Viam API version our `.proto` files follow.
 pub const API_VERSION: &str = "v0.1.601";
@@ -29,7 +41,7 @@ fn current<T>(r: &Request<T>) -> Option<Uuid> {
 /// Shortest `every` of `StreamStatus`.
 const MIN_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-impl Api {
+impl RobotApi {
     /// The status of each named resource (every resource when none is named).
     async fn statuses(
         &self,
@@ -43,9 +55,8 @@ impl Api {
             }
         } else {
             for n in names {
-                let subtype = Subtype::parse(&n.subtype);
-                let component = subtype
-                    .and_then(|s| self.machine.component(s, &n.name).ok())
+                let component = crate::apis::find(&n.namespace, &n.r#type, &n.subtype)
+                    .and_then(|r| self.machine.component(&r.api, &n.name).ok())
                     .ok_or_else(|| {
                         Status::not_found(format!(
                             "resource {}:{}:{}/{} not found",
@@ -68,7 +79,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl robot::robot_service_server::RobotService for Api {
+impl robot::robot_service_server::RobotService for RobotApi {
     async fn get_status(
         &self,
         r: Request<robot::GetStatusRequest>,
@@ -137,24 +148,18 @@ impl robot::robot_service_server::RobotService for Api {
         &self,
         _r: Request<robot::ResourceRpcSubtypesRequest>,
     ) -> Result<Response<robot::ResourceRpcSubtypesResponse>, Status> {
-        let mut present: Vec<Subtype> = self
+        let present: std::collections::BTreeSet<_> = self
             .machine
             .resources()
             .iter()
-            .map(|(n, _)| n.subtype)
+            .map(|(n, _)| n.api)
             .collect();
-        present.sort();
-        present.dedup();
-        let resource_rpc_subtypes = present
-            .into_iter()
-            .map(|s| robot::ResourceRpcSubtype {
-                subtype: Some(tether_proto::viam::common::v1::ResourceName {
-                    namespace: "rdk".into(),
-                    r#type: "component".into(),
-                    subtype: s.as_str().into(),
-                    name: String::new(),
-                }),
-                proto_service: s.proto_service(),
+        let resource_rpc_subtypes = crate::apis::REGISTERED
+            .iter()
+            .filter(|r| present.contains(&r.api))
+            .map(|r| robot::ResourceRpcSubtype {
+                subtype: Some(r.api.to_proto()),
+                proto_service: r.proto_service.into(),
             })
             .collect();
         Ok(Response::new(robot::ResourceRpcSubtypesResponse {
@@ -223,7 +228,7 @@ impl robot::robot_service_server::RobotService for Api {
                 method: op.method.clone(),
                 arguments: Some(Struct::default()),
                 started: Some(Timestamp::from(op.started)),
-                session_id: crate::fake::lock(&op.session_id).clone(),
+                session_id: crate::sync::lock(&op.session_id).clone(),
             })
             .collect();
         Ok(Response::new(robot::GetOperationsResponse { operations }))

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Axes;
-use super::travel_time;
-use crate::resource::{Gripper, Object, ResourceError, Result};
+use super::Gripper;
+use crate::resource::{Object, ResourceError, Result};
+use crate::sim::{Axes, travel_time};
 
 /// Attributes of a fake gripper.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,9 +36,8 @@ fn default_speed() -> f64 {
     400.0
 }
 
-impl FakeGripperAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeGripperAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         if !(self.max_opening_mm.is_finite() && self.max_opening_mm > 0.0) {
             return Err("max_opening_mm must be a positive number".into());
         }
@@ -87,7 +86,7 @@ impl FakeGripper {
     }
 }
 
-super::axes_actuator!(FakeGripper, jaw);
+crate::sim::axes_actuator!(FakeGripper, jaw);
 
 #[async_trait]
 impl Gripper for FakeGripper {

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::History;
-use crate::resource::{Camera, CameraProperties, Component, Image, Object, ResourceError, Result};
+use super::{Camera, CameraProperties, Image};
+use crate::resource::{Component, Object, ResourceError, Result};
+use crate::sim::History;
 
 /// Attributes of a fake camera.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,9 +30,8 @@ fn default_height() -> u32 {
     240
 }
 
-impl FakeCameraAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeCameraAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=4096).contains(&self.width) || !(1..=4096).contains(&self.height) {
             return Err(format!(
                 "width and height must be between 1 and 4096 pixels, got {}x{}",
@@ -106,7 +106,7 @@ impl FakeCamera {
 #[async_trait]
 impl Component for FakeCamera {
     async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(&self.history, command)
+        crate::sim::do_command(&self.history, command)
     }
 }
 

@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 use tether_proto::viam::common::v1::Vector3;
 use tokio::time::Instant;
 
-use super::{History, Interrupts, lock, require_finite, travel_time};
-use crate::resource::{Actuator, Base, BaseProperties, Component, Object, ResourceError, Result};
+use super::{Base, BaseProperties};
+use crate::resource::{Actuator, Component, Object, ResourceError, Result};
+use crate::sim::{History, Interrupts, require_finite, travel_time};
+use crate::sync::lock;
 
 /// Attributes of a fake base.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,9 +45,8 @@ fn default_turn() -> f64 {
     180.0
 }
 
-impl FakeBaseAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeBaseAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         for (field, v) in [
             ("width_mm", self.width_mm),
             ("wheel_circumference_mm", self.wheel_circumference_mm),
@@ -170,7 +171,7 @@ fn finite_vector(what: &str, v: &Vector3) -> Result<()> {
 #[async_trait]
 impl Component for FakeBase {
     async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(&self.history, command)
+        crate::sim::do_command(&self.history, command)
     }
 
     async fn status(&self) -> Result<Object> {

@@ -8,8 +8,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{History, Interrupts, lock, require_finite, travel_time};
-use crate::resource::{Actuator, Component, Motor, Object, ResourceError, Result};
+use super::Motor;
+use crate::resource::{Actuator, Component, Object, ResourceError, Result};
+use crate::sim::{History, Interrupts, require_finite, travel_time};
+use crate::sync::lock;
 
 /// Attributes of a fake motor. The hardware fields of a viam-server fake motor config are
 /// accepted so such configs run unchanged; only `max_rpm` changes behaviour.
@@ -44,9 +46,8 @@ fn default_max_rpm() -> f64 {
     100.0
 }
 
-impl FakeMotorAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeMotorAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         if !(self.max_rpm.is_finite() && self.max_rpm > 0.0) {
             return Err(format!(
                 "max_rpm must be a positive number, got {}",
@@ -169,7 +170,7 @@ impl FakeMotor {
 #[async_trait]
 impl Component for FakeMotor {
     async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(&self.history, command)
+        crate::sim::do_command(&self.history, command)
     }
 
     async fn status(&self) -> Result<Object> {

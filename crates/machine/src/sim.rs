@@ -1,34 +1,14 @@
-//! Simulated (`fake`) models of every component API.
+//! The simulator's toolkit, shared by every `fake` model (each API's model lives in its own
+//! module, `apis/<api>/fake.rs`).
 //!
-//! They are part of the product: a user runs them to try Tether, and tests drive them over the
-//! wire. So they behave plausibly — a motor's position advances with its rpm and time, a move
-//! takes as long as its distance over its speed and can be interrupted — and each one records
-//! every command and every stop with its time in a bounded [`History`], readable over the wire
-//! with `DoCommand {"command": "history"}`.
+//! Simulated components are part of the product: a user runs them to try Tether, and tests
+//! drive them over the wire. So they behave plausibly — a motor's position advances with its
+//! rpm and time, a move takes as long as its distance over its speed and can be interrupted —
+//! and each one records every command and every stop with its time in a bounded [`History`],
+//! readable over the wire with `DoCommand {"command": "history"}`.
 //!
 //! Motion is modelled as a pure function of time ([`Motion`]); the clock is tokio's, so tests
 //! can pause and advance it.
-
-mod arm;
-mod base;
-mod camera;
-mod gantry;
-mod gripper;
-mod motor;
-mod servo;
-mod simple;
-
-pub use arm::{FakeArm, FakeArmAttributes};
-pub use base::{FakeBase, FakeBaseAttributes};
-pub use camera::{FakeCamera, FakeCameraAttributes};
-pub use gantry::{FakeGantry, FakeGantryAttributes};
-pub use gripper::{FakeGripper, FakeGripperAttributes};
-pub use motor::{FakeMotor, FakeMotorAttributes};
-pub use servo::{FakeServo, FakeServoAttributes};
-pub use simple::{
-    FakeButton, FakeGeneric, FakeSensor, FakeSensorAttributes, FakeSwitch, FakeSwitchAttributes,
-    NoAttributes,
-};
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -39,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::resource::{Object, ResourceError, Result};
+use crate::sync::lock;
 
 /// How many entries a history keeps; older ones are dropped.
 pub const HISTORY_LIMIT: usize = 1000;
@@ -111,12 +92,6 @@ impl History {
         entries.clear();
         n
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: simulated state stays
-/// usable, and no peer input can take the process down through a poisoned lock.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// DoCommand shared by every fake: `{"command": "history"}` returns the history,
@@ -381,7 +356,7 @@ macro_rules! axes_actuator {
                 &self,
                 command: crate::resource::Object,
             ) -> crate::resource::Result<crate::resource::Object> {
-                super::do_command(self.$field.history(), command)
+                crate::sim::do_command(self.$field.history(), command)
             }
         }
 

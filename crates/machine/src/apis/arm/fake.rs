@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tether_proto::viam::common::v1::Pose;
 
-use super::{Axes, slowest, straight};
-use crate::resource::{Actuator, Arm, Component, Object, ResourceError, Result};
+use super::Arm;
+use crate::resource::{Actuator, Component, Object, ResourceError, Result};
+use crate::sim::{Axes, slowest, straight};
 
 /// Attributes of a fake arm (viam-server's `arm-model` and `model-path` are accepted).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,9 +46,10 @@ impl FakeArmAttributes {
             _ => 6,
         })
     }
+}
 
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeArmAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         let n = self.joint_count();
         if n == 0 || n > 32 {
             return Err(format!("joints must be between 1 and 32, got {n}"));
@@ -129,7 +131,7 @@ impl FakeArm {
 #[async_trait]
 impl Component for FakeArm {
     async fn do_command(&self, command: Object) -> Result<Object> {
-        super::do_command(self.joints.history(), command)
+        crate::sim::do_command(self.joints.history(), command)
     }
 }
 

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Axes, slowest};
-use crate::resource::{Gantry, Object, ResourceError, Result};
+use super::Gantry;
+use crate::resource::{Object, ResourceError, Result};
+use crate::sim::{Axes, slowest};
 
 /// Attributes of a fake gantry.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,9 +27,8 @@ fn default_speed() -> f64 {
     200.0
 }
 
-impl FakeGantryAttributes {
-    /// Checks values serde cannot.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl crate::apis::Attributes for FakeGantryAttributes {
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.lengths_mm.is_empty() || self.lengths_mm.len() > 16 {
             return Err("lengths_mm must list between 1 and 16 axes".into());
         }
@@ -68,7 +68,7 @@ impl FakeGantry {
     }
 }
 
-super::axes_actuator!(FakeGantry, axes);
+crate::sim::axes_actuator!(FakeGantry, axes);
 
 #[async_trait]
 impl Gantry for FakeGantry {
