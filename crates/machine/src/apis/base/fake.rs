@@ -70,6 +70,9 @@ struct State {
     until: Option<Instant>,
     odometer_mm: f64,
     heading_deg: f64,
+    /// Position in the base's start frame: x to the right, y forward (mm).
+    x_mm: f64,
+    y_mm: f64,
 }
 
 impl State {
@@ -84,6 +87,9 @@ impl State {
 
     fn settle(&mut self, now: Instant) {
         let t = self.moving_time(now);
+        let (dx, dy) = displacement(self.heading_deg, self.mm_per_sec, self.degs_per_sec, t);
+        self.x_mm += dx;
+        self.y_mm += dy;
         self.odometer_mm += self.mm_per_sec * t;
         self.heading_deg = (self.heading_deg + self.degs_per_sec * t).rem_euclid(360.0);
         self.mark = now;
@@ -100,6 +106,31 @@ impl State {
         self.degs_per_sec = degs_per_sec;
         self.until = until;
     }
+}
+
+/// How far a base moves in `t` seconds at `mm_per_sec` while turning at `degs_per_sec`
+/// (counter-clockwise positive), starting at `heading_deg` (counter-clockwise from the start
+/// frame's forward, +y): an arc, or a straight line when it does not turn. Returns (dx, dy)
+/// in mm, x to the right.
+fn displacement(heading_deg: f64, mm_per_sec: f64, degs_per_sec: f64, t: f64) -> (f64, f64) {
+    let h0 = heading_deg.to_radians();
+    let w = degs_per_sec.to_radians();
+    if w.abs() < 1e-12 {
+        let d = mm_per_sec * t;
+        return (-d * h0.sin(), d * h0.cos());
+    }
+    let h1 = h0 + w * t;
+    let r = mm_per_sec / w;
+    (r * (h1.cos() - h0.cos()), r * (h1.sin() - h0.sin()))
+}
+
+/// Where a base is, integrated from everything it was told: position in its start frame (x to
+/// the right, y forward, mm) and heading (degrees counter-clockwise from the start heading).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanarPose {
+    pub x_mm: f64,
+    pub y_mm: f64,
+    pub heading_deg: f64,
 }
 
 /// A simulated base.
@@ -123,6 +154,8 @@ impl FakeBase {
                 until: None,
                 odometer_mm: 0.0,
                 heading_deg: 0.0,
+                x_mm: 0.0,
+                y_mm: 0.0,
             }),
             interrupts: Interrupts::default(),
             history: History::new(name),
@@ -154,6 +187,27 @@ impl FakeBase {
         waited
     }
 
+    /// Where the base is now.
+    pub fn pose(&self) -> PlanarPose {
+        let mut s = lock(&self.state).clone();
+        s.settle(Instant::now());
+        PlanarPose {
+            x_mm: s.x_mm,
+            y_mm: s.y_mm,
+            heading_deg: s.heading_deg,
+        }
+    }
+
+    /// How fast it is going now: (mm/s forward, deg/s counter-clockwise).
+    pub fn velocity(&self) -> (f64, f64) {
+        let s = lock(&self.state);
+        if s.is_moving(Instant::now()) {
+            (s.mm_per_sec, s.degs_per_sec)
+        } else {
+            (0.0, 0.0)
+        }
+    }
+
     fn drive_indefinitely(&self, mm_per_sec: f64, degs_per_sec: f64) {
         let mut s = lock(&self.state);
         self.interrupts.begin();
@@ -183,6 +237,8 @@ impl Component for FakeBase {
         o.insert("is_moving".into(), json!(moving));
         o.insert("odometer_mm".into(), json!(s.odometer_mm));
         o.insert("heading_deg".into(), json!(s.heading_deg));
+        o.insert("x_mm".into(), json!(s.x_mm));
+        o.insert("y_mm".into(), json!(s.y_mm));
         Ok(o)
     }
 }
@@ -317,6 +373,53 @@ mod tests {
         assert_eq!(b.status().await.unwrap()["odometer_mm"], json!(-300.0));
         b.spin(90.0, 45.0, &none).await.unwrap();
         assert_eq!(b.status().await.unwrap()["heading_deg"], json!(90.0));
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pose_integrates_straight_moves_spins_and_arcs() {
+        let b = base();
+        let none = Object::new();
+        b.move_straight(1000, 500.0, &none).await.unwrap();
+        let p = b.pose();
+        assert!(close(p.x_mm, 0.0) && close(p.y_mm, 1000.0), "{p:?}");
+        // A quarter turn counter-clockwise faces -x; going on moves left.
+        b.spin(90.0, 90.0, &none).await.unwrap();
+        b.move_straight(500, 500.0, &none).await.unwrap();
+        let p = b.pose();
+        assert!(close(p.x_mm, -500.0) && close(p.y_mm, 1000.0), "{p:?}");
+        assert!(close(p.heading_deg, 90.0), "{p:?}");
+        // Driving and turning at once draws an arc: half a circle of radius v/w.
+        let b = base();
+        let (v, w) = (100.0, 45.0);
+        b.set_velocity(
+            Vector3 {
+                x: 0.0,
+                y: v,
+                z: 0.0,
+            },
+            Vector3 {
+                x: 0.0,
+                y: 0.0,
+                z: w,
+            },
+            &none,
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.velocity(), (v, w));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let p = b.pose();
+        let r = v / w.to_radians();
+        assert!(close(p.x_mm, -2.0 * r) && close(p.y_mm, 0.0), "{p:?}");
+        assert!(close(p.heading_deg, 180.0), "{p:?}");
+        b.stop(&none).await.unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(close(b.pose().x_mm, -2.0 * r), "a stopped base stays put");
+        assert_eq!(b.velocity(), (0.0, 0.0));
     }
 
     #[tokio::test(start_paused = true)]
