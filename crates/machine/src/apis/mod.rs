@@ -1,5 +1,6 @@
 //! The API registry: one module per component or service API, one list that registers them.
 //!
+//! Each module (`apis/motor`, `apis/movement_sensor`, ...) is the whole room of its API: it
 //! names the API (`rdk:component:motor`) and its proto service, defines the trait its models
 //! implement, builds its models from config (`apis/<api>/fake.rs` is the simulated one), and
 //! adapts the generated gRPC service to the trait. It exports one [`Registration`], and
@@ -15,6 +16,7 @@ pub mod gantry;
 pub mod generic;
 pub mod gripper;
 pub mod motor;
+pub mod movement_sensor;
 pub mod sensor;
 pub mod servo;
 pub mod switch;
@@ -41,6 +43,7 @@ pub static REGISTERED: &[&Registration] = &[
     &generic::REGISTRATION,
     &gripper::REGISTRATION,
     &motor::REGISTRATION,
+    &movement_sensor::REGISTRATION,
     &sensor::REGISTRATION,
     &servo::REGISTRATION,
     &switch::REGISTRATION,
