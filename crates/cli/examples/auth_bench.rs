@@ -3,6 +3,12 @@
 //!
 //!     cargo run --release --example auth_bench -- 127.0.0.1:8080 KEY_ID KEY [calls=2000]
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a failed step aborts the measurement"
+)]
+
 use std::time::{Duration, Instant};
 
 use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;

@@ -5,6 +5,12 @@
 //!
 //!     cargo run --release --example client_bench -- target/release/tether
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a failed step aborts the measurement"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

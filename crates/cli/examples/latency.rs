@@ -5,6 +5,12 @@
 //!
 //! Run by `scripts/bench` against a release `tether serve`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a failed step aborts the measurement"
+)]
+
 use std::time::{Duration, Instant};
 
 use tether_proto::viam::component::motor::v1::GetPositionRequest;

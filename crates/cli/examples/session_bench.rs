@@ -11,6 +11,12 @@
 //! collects those for the killed sessions, and counts expiries of any other session — and any
 //! SESSION_EXPIRED a healthy session's heartbeat got — as false expiries. Bounded in time.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a failed step aborts the measurement"
+)]
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -9,6 +9,12 @@
 //!
 //!     cargo run --release --example webrtc_bench -- target/release/tether [CONNECTIONS]
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a failed step aborts the measurement"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

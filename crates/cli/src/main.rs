@@ -222,6 +222,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bind_address: config.network.bind_address.clone(),
             ice_servers: config.network.ice_servers.clone(),
             max_peers: config.network.max_webrtc_peers,
+            ..server::WebRtcOptions::default()
         }),
         ..ServerOptions::default()
     };

@@ -1,5 +1,11 @@
 //! Authentication, TLS and connection hygiene against a real `tether serve` process.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

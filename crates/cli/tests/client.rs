@@ -1,5 +1,11 @@
 //! The Rust client SDK against a real `tether serve` process.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -441,4 +447,46 @@ async fn tls_with_a_given_ca_works_and_unverifiable_or_plaintext_dials_fail_clea
         "{:?}",
         wrong.err()
     );
+}
+
+/// What a new user does first: `tether serve` (plaintext, like the demo), then `tether connect`
+/// without `--insecure`. The TLS dial gets a plaintext answer; the error says so and names the
+/// fix, and it is permanent (no retry can help), where it used to read "received corrupt
+/// message of type InvalidContentType".
+#[tokio::test]
+async fn a_tls_dial_to_a_plaintext_machine_says_so_and_names_the_fix() {
+    let server = Server::start(&[]);
+    let err = match RobotClient::connect(&server.addr, Options::default()).await {
+        Ok(_) => panic!("a TLS dial to a plaintext machine connected"),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            tether_client::ClientError::Connect {
+                failure: tether_client::ConnectFailure::PlaintextMachine,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_permanent());
+    assert!(text.contains("plaintext"), "{text}");
+    assert!(
+        text.contains("--insecure") && text.contains("Options::insecure()"),
+        "{text}"
+    );
+    assert!(!text.contains("InvalidContentType"), "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &server.addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("answered in plaintext"), "{printed}");
+    assert!(printed.contains("--insecure"), "{printed}");
 }

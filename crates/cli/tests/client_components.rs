@@ -1,6 +1,12 @@
 //! The Rust client SDK's typed component clients and robot helpers against the demo machine,
 //! mirroring what `tests/python/test_interop.py` asks of the Python SDK.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,12 @@
 //! creates, joined by a veth pair; the test takes the link down and up again. Needs root and
 //! iproute2; without them it says so and skips. No traffic leaves the two namespaces.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,12 @@
 //! every step is deterministic. Time bounds are loose (real processes); the tight figures are
 //! in the session benchmark.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,12 @@
 //! goutils style (ids from 1, `eos` with the message) and rust-utils style (ids from 0, `eos`
 //! in a frame of its own) — and the errors a hostile or broken peer causes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,12 @@
 //! machine's own address, ICE on loopback only, gRPC over the data channel. Figures (connect
 //! time, round trips, 8 MiB transfers) are printed with `--nocapture`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -22,10 +22,10 @@ use tower::ServiceExt;
 
 use crate::session::ClientSession;
 use crate::webrtc::{LostHook, WebRtcChannel};
-use crate::{ApiKey, ClientError, ConnectionEvent, DialMethod, Options, Tls};
+use crate::{ApiKey, ClientError, ConnectFailure, ConnectionEvent, DialMethod, Options, Tls};
 
 /// The metadata key carrying the session id.
-pub(crate) const SESSION_ID_HEADER: &str = "viam-sid";
+pub(crate) use tether_rpc::vocabulary::SESSION_ID_HEADER;
 
 /// How the machine is reached.
 #[derive(Clone)]
@@ -76,7 +76,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Transport {
     }
 }
 
-pub(crate) struct Inner {
+/// Everything one [`RobotChannel`] (and so one `RobotClient`) holds: the machine's address and
+/// the options, the current transport and token, the session, the event stream, and the
+/// supervisor's inbox.
+pub(crate) struct ClientState {
     pub(crate) address: String,
     pub(crate) options: Options,
     transport: RwLock<Transport>,
@@ -97,7 +100,7 @@ pub(crate) struct Suspicion {
     pub(crate) confirmed: bool,
 }
 
-impl Inner {
+impl ClientState {
     pub(crate) fn emit(&self, event: ConnectionEvent) {
         tracing::debug!(?event, "connection event");
         let _ = self.events.send(event);
@@ -271,7 +274,7 @@ pub(crate) async fn dial_transport(
 /// A channel to one machine, shared by every typed client of a [`crate::RobotClient`].
 #[derive(Clone)]
 pub struct RobotChannel {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<ClientState>,
 }
 
 /// Opens an HTTP/2 connection to `address`, with TLS unless `tls` says otherwise.
@@ -310,10 +313,55 @@ pub(crate) async fn dial(address: &str, tls: &Tls) -> Result<Channel, ClientErro
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    endpoint.connect().await.map_err(|e| ClientError::Connect {
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| connect_failure(address, &e))
+}
+
+/// A dial error as a [`ClientError::Connect`] with its kind, read from the error's source
+/// chain: rustls' own error for TLS (a TLS dial answered in plaintext shows as a record of an
+/// invalid content type), the resolver's failure for names.
+fn connect_failure(address: &str, e: &(dyn std::error::Error + 'static)) -> ClientError {
+    let mut failure = ConnectFailure::Transport;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // rustls' error arrives wrapped in an io::Error, whose `source` skips it.
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()?
+                .get_ref()?
+                .downcast_ref::<rustls::Error>()
+        });
+        if let Some(tls) = tls {
+            failure = match tls {
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    ConnectFailure::PlaintextMachine
+                }
+                _ => ConnectFailure::Tls,
+            };
+            break;
+        }
+        // getaddrinfo's failure reaches us only as an io::Error with this text.
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.to_string().contains("failed to lookup address"))
+        {
+            failure = ConnectFailure::NameResolution;
+            break;
+        }
+        source = s.source();
+    }
+    let message = match failure {
+        ConnectFailure::PlaintextMachine => "the machine answered in plaintext, not TLS (it \
+             serves without TLS, e.g. `tether serve --no-tls` or the demo); dial it in \
+             plaintext with `--insecure` (tether connect) or `Options::insecure()`"
+            .to_string(),
+        _ => error_chain(e),
+    };
+    ClientError::Connect {
         address: address.to_string(),
-        message: error_chain(&e),
-    })
+        failure,
+        message,
+    }
 }
 
 /// Authenticates with an API key on `channel`; returns the access token.
@@ -343,7 +391,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn bearer_header(token: Option<&str>) -> Option<http::HeaderValue> {
-    format!("Bearer {}", token?).parse().ok()
+    format!("{}{}", tether_rpc::vocabulary::BEARER_PREFIX, token?)
+        .parse()
+        .ok()
 }
 
 /// A request carrying the bearer token, for calls made outside [`RobotChannel`] (heartbeats on
@@ -375,7 +425,7 @@ pub(crate) async fn connect_authenticated(
 }
 
 /// The message clients rely on when a session is unknown, expired or another owner's.
-pub(crate) const SESSION_EXPIRED: &str = "SESSION_EXPIRED";
+pub(crate) use tether_rpc::vocabulary::SESSION_EXPIRED;
 
 /// Whether `status` says the session expired (INVALID_ARGUMENT `SESSION_EXPIRED`).
 pub(crate) fn is_session_expired(status: &tonic::Status) -> bool {
@@ -399,7 +449,7 @@ impl RobotChannel {
             transport: transport.name().into(),
         });
         let first_dial = first_dial.into_inner().unwrap_or_else(|p| p.into_inner());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ClientState {
             address: address.to_string(),
             options,
             transport: RwLock::new(transport),
@@ -447,7 +497,7 @@ fn session_expired(h: &http::HeaderMap) -> bool {
 struct SessionWatch {
     body: tonic::body::Body,
     sid: Option<String>,
-    inner: std::sync::Weak<Inner>,
+    inner: std::sync::Weak<ClientState>,
 }
 
 impl http_body::Body for SessionWatch {

@@ -44,6 +44,7 @@ use std::time::Duration;
 
 pub use channel::RobotChannel;
 pub use components::*;
+pub use session::HeartbeatPolicy;
 use tether_proto::viam::robot::v1 as robot;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 /// An ICE server (STUN or TURN) for WebRTC dials.
@@ -259,9 +260,13 @@ pub enum ClientError {
     /// The address is not usable.
     #[error("invalid address {0:?}: {1}")]
     Address(String, String),
-    /// The connection could not be made.
+    /// The connection could not be made; `failure` says why in a form to decide on.
     #[error("cannot connect to {address}: {message}")]
-    Connect { address: String, message: String },
+    Connect {
+        address: String,
+        failure: ConnectFailure,
+        message: String,
+    },
     /// The dial did not finish in time.
     #[error("connecting to {0} took longer than {1:?}")]
     Timeout(String, Duration),
@@ -271,6 +276,43 @@ pub enum ClientError {
     /// A call failed.
     #[error(transparent)]
     Status(#[from] tonic::Status),
+}
+
+/// Why a connection could not be made, as a kind to decide on (retry or give up) rather than
+/// a message to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// The host name does not resolve.
+    NameResolution,
+    /// A TLS dial reached a machine that serves plaintext (it runs with `--no-tls`, or has no
+    /// certificate): dial it with `Options::insecure()` (`tether connect --insecure`).
+    PlaintextMachine,
+    /// TLS failed otherwise: an untrusted certificate, or one for another name.
+    Tls,
+    /// Anything else on the way (refused, reset, unreachable, no WebRTC route): it may work
+    /// later.
+    Transport,
+}
+
+impl ClientError {
+    /// Whether retrying the same dial can never succeed: credentials the machine refused, an
+    /// address that cannot be used or resolved, or TLS against a plaintext machine.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ClientError::Auth(status) => matches!(
+                status.code(),
+                tonic::Code::Unauthenticated
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::InvalidArgument
+            ),
+            ClientError::Address(..) | ClientError::InvalidOptions(_) => true,
+            ClientError::Connect { failure, .. } => matches!(
+                failure,
+                ConnectFailure::NameResolution | ConnectFailure::PlaintextMachine
+            ),
+            ClientError::Timeout(..) | ClientError::Status(_) => false,
+        }
+    }
 }
 
 /// A connection to a machine.

@@ -20,22 +20,21 @@ use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, Failure, Next};
-use crate::channel::{Inner, RobotChannel, Suspicion, authorized};
+use crate::channel::{ClientState, RobotChannel, Suspicion, authorized};
+use crate::session::HeartbeatPolicy;
 use crate::{ClientError, ConnectionEvent};
 
 /// How long a probe of a suspect connection may take.
-fn probe_timeout(inner: &Inner) -> Duration {
-    inner.session.window().map_or(Duration::from_secs(2), |w| {
-        (w / 2).max(Duration::from_millis(50))
-    })
+fn probe_timeout(inner: &ClientState) -> Duration {
+    HeartbeatPolicy::for_window(inner.session.window()).probe_timeout()
 }
 
 /// A cheap call on the current transport, bypassing sessions.
-async fn probe(inner: &Inner) -> Result<(), String> {
+async fn probe(inner: &ClientState) -> Result<(), String> {
     probe_within(inner, probe_timeout(inner)).await
 }
 
-async fn probe_within(inner: &Inner, timeout: Duration) -> Result<(), String> {
+async fn probe_within(inner: &ClientState, timeout: Duration) -> Result<(), String> {
     let request = authorized(ResourceNamesRequest {}, inner.token().as_deref());
     match tokio::time::timeout(
         timeout,
@@ -52,7 +51,7 @@ async fn probe_within(inner: &Inner, timeout: Duration) -> Result<(), String> {
 }
 
 /// Probes the connection within `timeout`; on failure, hands it to the supervisor.
-pub(crate) async fn check(inner: &Arc<Inner>, timeout: Duration) -> bool {
+pub(crate) async fn check(inner: &Arc<ClientState>, timeout: Duration) -> bool {
     match probe_within(inner, timeout).await {
         Ok(()) => true,
         Err(cause) => {
@@ -64,22 +63,10 @@ pub(crate) async fn check(inner: &Arc<Inner>, timeout: Duration) -> bool {
 
 /// Which dial failures can never succeed by retrying.
 fn classify(e: &ClientError) -> Failure {
-    match e {
-        ClientError::Auth(status)
-            if matches!(
-                status.code(),
-                tonic::Code::Unauthenticated
-                    | tonic::Code::PermissionDenied
-                    | tonic::Code::InvalidArgument
-            ) =>
-        {
-            Failure::Permanent
-        }
-        ClientError::Address(..) => Failure::Permanent,
-        ClientError::Connect { message, .. } if message.contains("failed to lookup address") => {
-            Failure::Permanent
-        }
-        _ => Failure::Transient,
+    if e.is_permanent() {
+        Failure::Permanent
+    } else {
+        Failure::Transient
     }
 }
 
@@ -95,7 +82,7 @@ fn jitter_sample() -> f64 {
 
 /// Runs until the client is dropped.
 pub(crate) async fn supervise(
-    client: Weak<Inner>,
+    client: Weak<ClientState>,
     mut suspicions: mpsc::UnboundedReceiver<Suspicion>,
 ) {
     while let Some(Suspicion { cause, confirmed }) = suspicions.recv().await {
@@ -120,7 +107,7 @@ pub(crate) async fn supervise(
 }
 
 /// Dials on the backoff schedule until connected or out of attempts.
-pub(crate) async fn reconnect(inner: &Arc<Inner>) -> bool {
+pub(crate) async fn reconnect(inner: &Arc<ClientState>) -> bool {
     let mut backoff = Backoff::new(inner.options.backoff.clone());
     let mut last = None;
     loop {
@@ -153,7 +140,7 @@ pub(crate) async fn reconnect(inner: &Arc<Inner>) -> bool {
 }
 
 /// After a reconnection: keep the session if the machine still has it, else say it expired.
-async fn resume_session(inner: &Arc<Inner>) {
+async fn resume_session(inner: &Arc<ClientState>) {
     let Some(id) = inner.session.current_id() else {
         return;
     };

@@ -30,7 +30,7 @@ use crate::ConnectionEvent;
 use tonic::transport::Channel;
 
 use crate::channel::{
-    Inner, RobotChannel, Transport, authorized, connect_authenticated, is_session_expired,
+    ClientState, RobotChannel, Transport, authorized, connect_authenticated, is_session_expired,
 };
 
 #[derive(Default)]
@@ -85,7 +85,7 @@ impl ClientSession {
         if response.id == id {
             return Ok(true);
         }
-        let window = window_of(&response).unwrap_or(Duration::from_secs(2));
+        let window = window_of(&response).unwrap_or(HeartbeatPolicy::FALLBACK_WINDOW);
         {
             let mut s = self.state();
             s.id = Some(response.id.clone());
@@ -172,6 +172,76 @@ impl ClientSession {
     }
 }
 
+/// Every heartbeat timing of the client, derived from the session's window `W` in one place.
+///
+/// Heartbeats go every W/5, each may take W/4, and a suspect connection is probed for W/2, so
+/// a dead link is reported within about one window while one slow heartbeat is not a lost
+/// link. Before the machine has said its window (no session yet) the client assumes the
+/// protocol's default, [`HeartbeatPolicy::FALLBACK_WINDOW`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatPolicy {
+    window: Duration,
+}
+
+impl HeartbeatPolicy {
+    /// The window the client assumes while it knows no other (viam-server's default).
+    pub const FALLBACK_WINDOW: Duration = Duration::from_secs(2);
+    /// The shortest probe: below this a loaded host times out probes of healthy links.
+    pub const MIN_PROBE: Duration = Duration::from_millis(50);
+
+    /// The policy for a session with this window.
+    pub fn new(window: Duration) -> Self {
+        Self { window }
+    }
+
+    /// The policy for a window the machine may not have said yet.
+    pub fn for_window(window: Option<Duration>) -> Self {
+        Self::new(window.unwrap_or(Self::FALLBACK_WINDOW))
+    }
+
+    /// The session's window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How often a heartbeat is sent: W/5.
+    pub fn period(&self) -> Duration {
+        self.window / 5
+    }
+
+    /// How long one heartbeat may take before it counts as failed: W/4.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.window / 4
+    }
+
+    /// How long a probe of a suspect connection may take: W/2, at least [`Self::MIN_PROBE`].
+    pub fn probe_timeout(&self) -> Duration {
+        (self.window / 2).max(Self::MIN_PROBE)
+    }
+
+    /// How long the heartbeat thread may take to dial its own connection: W.
+    pub fn dial_timeout(&self) -> Duration {
+        self.window
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn heartbeat_timings_follow_the_window() {
+    let p = HeartbeatPolicy::new(Duration::from_secs(2));
+    assert_eq!(p.period(), Duration::from_millis(400));
+    assert_eq!(p.heartbeat_timeout(), Duration::from_millis(500));
+    assert_eq!(p.probe_timeout(), Duration::from_secs(1));
+    assert_eq!(
+        HeartbeatPolicy::new(Duration::from_millis(30)).probe_timeout(),
+        HeartbeatPolicy::MIN_PROBE
+    );
+    assert_eq!(
+        HeartbeatPolicy::for_window(None).window(),
+        HeartbeatPolicy::FALLBACK_WINDOW
+    );
+}
+
 /// The positive heartbeat window a StartSession answer carries, if any.
 fn window_of(response: &StartSessionResponse) -> Option<Duration> {
     response
@@ -182,7 +252,7 @@ fn window_of(response: &StartSessionResponse) -> Option<Duration> {
 
 /// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
 /// or the client is gone.
-fn spawn_heartbeats(client: Weak<Inner>, id: String, window: Duration) {
+fn spawn_heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
     let spawned = crate::runtime_thread("tether-heartbeat", move || {
         heartbeat_loop(client, id, window)
     });
@@ -191,9 +261,9 @@ fn spawn_heartbeats(client: Weak<Inner>, id: String, window: Duration) {
     }
 }
 
-async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
-    let period = window / 5;
-    let mut tick = tokio::time::interval(period);
+async fn heartbeat_loop(client: Weak<ClientState>, id: String, window: Duration) {
+    let policy = HeartbeatPolicy::new(window);
+    let mut tick = tokio::time::interval(policy.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The thread's own direct connection, while the client's transport is direct.
     let mut connection: Option<(Channel, Option<String>)> = None;
@@ -222,7 +292,7 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
             Transport::Direct(_) => {
                 if connection.is_none() {
                     let dialed = tokio::time::timeout(
-                        window,
+                        policy.dial_timeout(),
                         connect_authenticated(&address, &tls, credentials.as_ref()),
                     )
                     .await;
@@ -248,10 +318,8 @@ async fn heartbeat_loop(client: Weak<Inner>, id: String, window: Duration) {
             SendSessionHeartbeatRequest { id: id.clone() },
             token.as_deref(),
         );
-        // A quarter window per heartbeat: with the period and the supervisor's probe (half a
-        // window), a dead link is reported within about one window.
         let sent = tokio::time::timeout(
-            window / 4,
+            policy.heartbeat_timeout(),
             RobotServiceClient::new(via).send_session_heartbeat(request),
         )
         .await;

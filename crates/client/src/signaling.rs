@@ -21,11 +21,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tether_rpc::vocabulary::{AUTHORIZATION_HEADER, BEARER_PREFIX, RPC_HOST_HEADER};
 
 use tether_proto::proto::rpc::webrtc::v1 as signaling;
 use tether_proto::proto::rpc::webrtc::v1::signaling_service_client::SignalingServiceClient;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
-use tether_rtc::{Candidate, IceServer, Interfaces, Peer, PeerConfig, PeerEvent};
+use tether_rtc::{IceServer, Interfaces, Peer, PeerConfig, PeerEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
@@ -61,9 +62,9 @@ impl SignalingMetadata {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let md = request.metadata_mut();
-        md.insert("rpc-host", self.host.clone());
+        md.insert(RPC_HOST_HEADER, self.host.clone());
         if let Some(bearer) = &self.bearer {
-            md.insert("authorization", bearer.clone());
+            md.insert(AUTHORIZATION_HEADER, bearer.clone());
         }
         request
     }
@@ -116,24 +117,6 @@ pub(crate) fn is_relay_candidate(line: &str) -> bool {
     false
 }
 
-fn to_wire(c: Candidate) -> signaling::IceCandidate {
-    signaling::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdpm_line_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-fn from_wire(c: signaling::IceCandidate) -> Candidate {
-    Candidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdpm_line_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
 /// Whether an `OptionalWebRTCConfig` error means "no signaler for this host here".
 fn no_signaler(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unimplemented
@@ -144,6 +127,7 @@ fn no_signaler(status: &tonic::Status) -> bool {
 fn connect_error(address: &str, message: impl Into<String>) -> ClientError {
     ClientError::Connect {
         address: address.to_string(),
+        failure: crate::ConnectFailure::Transport,
         message: message.into(),
     }
 }
@@ -189,7 +173,7 @@ pub(crate) async fn dial(
             .map_err(|_| fail(ClientError::Address(address.into(), "not ASCII".into())))?,
         bearer: match &token {
             Some(t) => Some(
-                format!("Bearer {t}")
+                format!("{BEARER_PREFIX}{t}")
                     .parse()
                     .map_err(|_| fail(connect_error(address, "unusable access token")))?,
             ),
@@ -461,7 +445,7 @@ async fn send_candidates(
                 continue;
             }
             Some(PeerEvent::Candidate(c)) => {
-                signaling::call_update_request::Update::Candidate(to_wire(c))
+                signaling::call_update_request::Update::Candidate(c.into())
             }
             Some(PeerEvent::GatheringDone) => signaling::call_update_request::Update::Done(true),
         };
@@ -510,7 +494,7 @@ async fn add_candidates(
             let Some(peer) = peer.upgrade() else {
                 return;
             };
-            if let Err(e) = peer.add_remote_candidate(from_wire(candidate)).await {
+            if let Err(e) = peer.add_remote_candidate(candidate.into()).await {
                 tracing::debug!(error = %e, "ignoring a candidate the machine sent");
             }
         }

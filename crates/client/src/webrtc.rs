@@ -140,7 +140,9 @@ struct State {
     tasks: Vec<AbortHandle>,
 }
 
-struct Shared {
+/// What the tasks of one WebRTC peer connection share: its streams, its writer, the peer and
+/// the engine's runtime, and the unread-bytes accounting.
+struct PeerChannelState {
     state: Mutex<State>,
     writer: mpsc::Sender<Bytes>,
     peer: Arc<Peer>,
@@ -154,7 +156,7 @@ struct Shared {
 /// A gRPC channel over one WebRTC data channel.
 #[derive(Clone)]
 pub(crate) struct WebRtcChannel {
-    shared: Arc<Shared>,
+    shared: Arc<PeerChannelState>,
 }
 
 impl WebRtcChannel {
@@ -168,7 +170,7 @@ impl WebRtcChannel {
         lost: LostHook,
     ) -> Self {
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PeerChannelState {
             state: Mutex::new(State {
                 codec: ClientStreams::new(FIRST_STREAM_ID),
                 streams: HashMap::new(),
@@ -247,7 +249,7 @@ fn unavailable(reason: &str) -> tonic::Status {
     tonic::Status::unavailable(format!("WebRTC transport closed: {reason}"))
 }
 
-impl Shared {
+impl PeerChannelState {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -538,7 +540,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for PeerChannelState {
     fn drop(&mut self) {
         self.close("the client was dropped");
     }
@@ -555,7 +557,7 @@ fn trailers_only(mut headers: HeaderMap, status: HeaderMap) -> http::Response<to
     response
 }
 
-async fn read_loop(channel: Channel, shared: Weak<Shared>) {
+async fn read_loop(channel: Channel, shared: Weak<PeerChannelState>) {
     while let Some(frame) = channel.recv().await {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -567,7 +569,11 @@ async fn read_loop(channel: Channel, shared: Weak<Shared>) {
     }
 }
 
-async fn write_loop(channel: Channel, mut queue: mpsc::Receiver<Bytes>, shared: Weak<Shared>) {
+async fn write_loop(
+    channel: Channel,
+    mut queue: mpsc::Receiver<Bytes>,
+    shared: Weak<PeerChannelState>,
+) {
     while let Some(frame) = queue.recv().await {
         if let Err(e) = channel.send(frame).await {
             if let Some(shared) = shared.upgrade() {
@@ -584,7 +590,7 @@ async fn pump(
     mut body: tonic::body::Body,
     id: u64,
     writer: mpsc::Sender<Bytes>,
-    shared: Weak<Shared>,
+    shared: Weak<PeerChannelState>,
 ) {
     // `message` and `half_close` are pure encoders: the pump keeps its own codec so it never
     // takes the connection's lock.
@@ -623,7 +629,7 @@ async fn pump(
 /// Cancels its call when dropped before the call ended.
 struct StreamGuard {
     id: u64,
-    shared: Weak<Shared>,
+    shared: Weak<PeerChannelState>,
     finished: bool,
 }
 

@@ -5,42 +5,32 @@
 //!
 //! No tasks, no channels, no clocks: every rule here is unit-tested exactly.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use tether_rpc::framing::{Metadata, parse_grpc_timeout};
 use tether_rpc::grpc::{SplitError, is_transport_header};
+use tether_rpc::metadata::{OnInvalid, headers_to_metadata, metadata_to_headers};
+use tether_rpc::vocabulary::{AUTHORIZATION_HEADER, GRPC_TIMEOUT_HEADER};
 
 /// The call's metadata from tonic's request headers: every header except the hop-by-hop ones,
-/// values grouped by name in the order they appear. `-bin` values are already base64 in HTTP
-/// and travel as they are. Values that are not visible ASCII cannot be represented as a
-/// metadata string and are left out.
+/// values grouped by name, names in order. `-bin` values are already base64 in HTTP and travel
+/// as they are. Values that are not visible ASCII cannot be represented as a metadata string
+/// and are left out.
 pub(crate) fn request_metadata(headers: &HeaderMap) -> Metadata {
-    let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in headers {
-        let name = name.as_str();
-        // The machine trusts the identity authenticated at `Call`: a bearer token inside the
-        // channel is unneeded, so it is not sent where nothing checks it.
-        if is_transport_header(name) || name == "authorization" {
-            continue;
-        }
-        match value.to_str() {
-            Ok(v) => grouped
-                .entry(name.to_string())
-                .or_default()
-                .push(v.to_string()),
-            Err(_) => tracing::debug!(header = name, "non-ASCII header left out of metadata"),
-        }
-    }
-    grouped.into_iter().collect()
+    // The machine trusts the identity authenticated at `Call`: a bearer token inside the
+    // channel is unneeded, so it is not sent where nothing checks it.
+    let mut metadata = headers_to_metadata(headers, |name| {
+        is_transport_header(name) || name == AUTHORIZATION_HEADER
+    });
+    metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    metadata
 }
 
 /// The deadline a `grpc-timeout` header gives (`<up to 8 digits><H|M|S|m|u|n>`); `None` for a
 /// missing or malformed one, which gRPC treats as no deadline.
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+    parse_grpc_timeout(headers.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?)
 }
 
 /// The status a request body that cannot be carried fails its call with.
@@ -66,34 +56,10 @@ fn split_errors_map_to_statuses() {
     );
 }
 
-/// Metadata as HTTP headers. A value that is not a valid header value is dropped, except for
-/// `-bin` keys, whose raw bytes are base64-encoded as HTTP carries them.
+/// Metadata as HTTP headers (tether-rpc's one mapping). An entry that cannot be a header is
+/// dropped: the machine's answer still reaches the application.
 pub(crate) fn metadata_headers(metadata: &Metadata) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (key, values) in metadata {
-        let Ok(name) = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()) else {
-            tracing::debug!(key, "response metadata key is not a header name");
-            continue;
-        };
-        for value in values {
-            let value = match HeaderValue::from_str(value) {
-                Ok(v) => v,
-                Err(_) if key.ends_with("-bin") => {
-                    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(value);
-                    match HeaderValue::from_str(&encoded) {
-                        Ok(v) => v,
-                        Err(_) => continue,
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!(key, "response metadata value is not a header value");
-                    continue;
-                }
-            };
-            headers.append(name.clone(), value);
-        }
-    }
-    headers
+    metadata_to_headers(metadata, |_| false, OnInvalid::Skip).unwrap_or_default()
 }
 
 /// The HTTP trailers (or trailers-only headers) for a call that ended with `code`: the
@@ -122,6 +88,7 @@ pub(crate) fn local_status_headers(status: &tonic::Status) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {

@@ -375,7 +375,7 @@ impl Authenticator {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.strip_prefix(tether_rpc::vocabulary::BEARER_PREFIX))
             .ok_or_else(|| {
                 Status::unauthenticated("expected authorization header with prefix: Bearer ")
             })?;
@@ -443,7 +443,10 @@ impl rpc::auth_service_server::AuthService for AuthApi {
         &self,
         r: tonic::Request<rpc::AuthenticateRequest>,
     ) -> Result<tonic::Response<rpc::AuthenticateResponse>, Status> {
-        if r.metadata().get("authorization").is_some() {
+        if r.metadata()
+            .get(tether_rpc::vocabulary::AUTHORIZATION_HEADER)
+            .is_some()
+        {
             return Err(Status::invalid_argument(
                 "already authenticated; cannot re-authenticate",
             ));

@@ -757,18 +757,7 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 200
 }
 
-/// Splits `host:port`, `[v6]:port` or `:port` (every interface). The host may be a name.
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{address:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{address:?}: port {port:?} is not a number in 0-65535"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok((host.to_string(), port))
-}
+pub use tether_rpc::address::split_host_port;
 
 /// Parses a Go duration string (`"2s"`, `"30ms"`, `"1m30s"`, `"1.5s"`; units ns, us, µs, ms, s,
 /// m, h), as viam-server configs write them.

@@ -19,7 +19,8 @@ pub mod robot;
 pub mod server;
 pub mod sessions;
 pub mod sim;
-pub mod sync;
+/// The poison-tolerant lock helpers (tether-rpc's).
+pub use tether_rpc::sync;
 pub mod tls;
 pub mod webrtc;
 

@@ -1,7 +1,7 @@
 //! The request message size limit (32 MiB, as viam-server's).
 //!
 //! The [`MessageLimitLayer`] reads the 5-byte gRPC frame prefixes of a request body as it
-//! streams through and fails the body with `RESOURCE_EXHAUSTED` as soon as a message declares
+//! streams through (with tether-rpc's one prefix parser) and fails the body with `RESOURCE_EXHAUSTED` as soon as a message declares
 //! a length over the limit — before any of it is buffered. tonic turns that body error into the
 //! call's status, so the client sees the same code viam-server's Go stack gives.
 
@@ -11,65 +11,15 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use http::Request;
 use http_body::{Body, Frame};
+use tether_rpc::grpc::LengthLimit;
 
 /// Viam's limit on one received message: 1 << 25 bytes, the same on every transport.
 pub const MAX_MESSAGE_BYTES: usize = tether_rpc::framing::MAX_MESSAGE_BYTES;
 
-/// Incremental parser of gRPC length prefixes.
-#[derive(Debug, Clone)]
-pub struct FrameLimit {
-    limit: usize,
-    header: [u8; 5],
-    have: usize,
-    remaining: usize,
-}
-
-impl FrameLimit {
-    /// A parser that refuses messages longer than `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            header: [0; 5],
-            have: 0,
-            remaining: 0,
-        }
-    }
-
-    /// Feeds body bytes; fails with the declared length of the first oversize message.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), usize> {
-        while !data.is_empty() {
-            if self.remaining > 0 {
-                let n = self.remaining.min(data.len());
-                self.remaining -= n;
-                data = &data[n..];
-                continue;
-            }
-            let n = (5 - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have == 5 {
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]) as usize;
-                if len > self.limit {
-                    return Err(len);
-                }
-                self.remaining = len;
-                self.have = 0;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A request body checked by a [`FrameLimit`].
+/// A request body checked by a [`LengthLimit`].
 pub struct LimitedBody<B> {
     inner: B,
-    limit: FrameLimit,
+    limit: LengthLimit,
     failed: bool,
 }
 
@@ -94,7 +44,7 @@ where
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref() {
-            let limit = self.limit.limit;
+            let limit = self.limit.max();
             if let Err(len) = self.limit.feed(data.chunk()) {
                 self.failed = true;
                 let status = tonic::Status::resource_exhausted(format!(
@@ -155,48 +105,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = FrameLimit::new(self.limit);
+        let limit = LengthLimit::new(self.limit);
         self.inner.call(req.map(|inner| LimitedBody {
             inner,
             limit,
             failed: false,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(len: u32) -> Vec<u8> {
-        let mut v = vec![0];
-        v.extend_from_slice(&len.to_be_bytes());
-        v
-    }
-
-    #[test]
-    fn accepts_messages_up_to_the_limit_split_anywhere() {
-        let mut stream = frame(3);
-        stream.extend_from_slice(b"abc");
-        stream.extend(frame(10));
-        stream.extend_from_slice(&[7; 10]);
-        for split in 0..stream.len() {
-            let mut p = FrameLimit::new(10);
-            p.feed(&stream[..split]).unwrap();
-            p.feed(&stream[split..]).unwrap();
-        }
-    }
-
-    #[test]
-    fn refuses_an_oversize_prefix_even_split_byte_by_byte() {
-        let mut stream = frame(2);
-        stream.extend_from_slice(b"ok");
-        stream.extend(frame(11));
-        let mut p = FrameLimit::new(10);
-        let mut result = Ok(());
-        for b in &stream {
-            result = result.and(p.feed(&[*b]));
-        }
-        assert_eq!(result, Err(11));
     }
 }

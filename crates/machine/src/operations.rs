@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::sync::lock;
 
 /// The response (and request) header carrying an operation id.
-pub const OPID_HEADER: &str = "opid";
+pub const OPID_HEADER: &str = tether_rpc::vocabulary::OPERATION_ID_HEADER;
 
 /// One in-flight call.
 #[derive(Debug)]
@@ -219,27 +219,35 @@ where
         let id = guard.op.id;
         let cancel = guard.op.cancel.clone();
         req.extensions_mut().insert(CurrentOperation(id));
-        let call = inner.call(req);
-        Box::pin(async move {
-            let opid = HeaderValue::from_str(&id.to_string()).ok();
-            let mut response = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    drop(guard);
-                    let mut r = tonic::Status::cancelled(format!("operation {id} was cancelled"))
-                        .into_http::<Body>();
-                    if let Some(v) = opid {
-                        r.headers_mut().insert(OPID_HEADER, v);
+        // Every log line of the call says which call it is: its method and operation id.
+        let span = tracing::info_span!("call", method = %req.uri().path(), opid = %id);
+        let call = {
+            let _entered = span.enter();
+            inner.call(req)
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let opid = HeaderValue::from_str(&id.to_string()).ok();
+                let mut response = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {
+                        drop(guard);
+                        let mut r = tonic::Status::cancelled(format!("operation {id} was cancelled"))
+                            .into_http::<Body>();
+                        if let Some(v) = opid {
+                            r.headers_mut().insert(OPID_HEADER, v);
+                        }
+                        return Ok(r);
                     }
-                    return Ok(r);
+                    r = call => r?,
+                };
+                if let Some(v) = opid {
+                    response.headers_mut().insert(OPID_HEADER, v);
                 }
-                r = call => r?,
-            };
-            if let Some(v) = opid {
-                response.headers_mut().insert(OPID_HEADER, v);
-            }
-            Ok(response.map(|body| Body::new(Holding::new(body, guard))))
-        })
+                Ok(response.map(|body| Body::new(Holding::new(body, guard))))
+            },
+            span,
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::machine::Machine;
 use crate::operations::CurrentOperation;
-use crate::sessions::{Entity, PeerInfo, PeerKind, session_expired};
+use crate::sessions::{Entity, PeerInfo, PeerKind, session_expired, session_span};
 
 /// Serves `viam.robot.v1.RobotService` for one machine.
 #[derive(Clone)]
@@ -269,11 +269,19 @@ impl robot::robot_service_server::RobotService for RobotApi {
             })?),
         };
         let peer = r.extensions().get::<PeerInfo>().cloned();
+        let owner = Entity::of(r.extensions());
         let started = self
             .machine
             .sessions()
-            .start(&Entity::of(r.extensions()), resume, peer)
+            .start(&owner, resume, peer)
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        session_span(&started.id, &owner).in_scope(|| {
+            tracing::info!(
+                resumed = started.resumed,
+                window = ?started.window,
+                "session started"
+            );
+        });
         let window = prost_types::Duration::try_from(started.window)
             .map_err(|e| Status::internal(format!("heartbeat window: {e}")))?;
         Ok(Response::new(robot::StartSessionResponse {

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use tether_rpc::grpc::{PREFIX_LEN, Prefix};
 use tether_session::{Expired, SessionExpired, SessionId, SessionManager, StartError, Started};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -36,47 +37,19 @@ use crate::operations::CurrentOperation;
 use crate::resource::ResourceName;
 use crate::sync::lock;
 
-/// The request metadata key carrying a session id.
-pub const SESSION_ID_HEADER: &str = "viam-sid";
+pub use tether_rpc::vocabulary::SESSION_ID_HEADER;
 
-/// How a peer is connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerKind {
-    /// Direct gRPC over TCP.
-    Grpc,
-    /// gRPC over a WebRTC data channel.
-    WebRtc,
-}
+pub use tether_rpc::context::{Entity, PeerInfo, PeerKind};
 
-/// What is known of the peer a request came from (a request extension set per connection).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// The transport.
-    pub kind: PeerKind,
-    /// The peer's address.
-    pub remote: Option<SocketAddr>,
-    /// Our address on that connection.
-    pub local: Option<SocketAddr>,
-}
-
-/// The authenticated entity a request runs as (a request extension set by the auth layer).
-/// Absent means unauthenticated, which owns sessions as the empty string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entity(pub Arc<str>);
-
-impl Entity {
-    /// The entity a request runs as: the empty string when unauthenticated.
-    pub fn of(extensions: &http::Extensions) -> Arc<str> {
-        extensions
-            .get::<Entity>()
-            .map_or_else(|| Arc::from(""), |e| e.0.clone())
-    }
+/// The span of one session: every log line about it says its id and owner.
+pub fn session_span(id: &SessionId, owner: &str) -> tracing::Span {
+    tracing::info_span!("session", id = %id, owner = %owner)
 }
 
 /// The status every client relies on when its session is unknown, expired or another
 /// owner's: `INVALID_ARGUMENT` with message exactly `SESSION_EXPIRED`.
 pub fn session_expired() -> tonic::Status {
-    tonic::Status::invalid_argument(SessionExpired.to_string())
+    tonic::Status::invalid_argument(tether_rpc::vocabulary::SESSION_EXPIRED)
 }
 
 /// The machine's sessions: the manager behind a short lock, and what the driver needs.
@@ -180,6 +153,7 @@ impl Sessions {
 
 /// What one expiry did, for its log line.
 struct ExpiryReport {
+    span: tracing::Span,
     session: SessionId,
     owner: String,
     peer: Option<SocketAddr>,
@@ -190,6 +164,7 @@ struct ExpiryReport {
 
 impl ExpiryReport {
     fn log(&self) {
+        let _entered = self.span.enter();
         tracing::info!(
             session = %self.session,
             owner = %self.owner,
@@ -220,24 +195,30 @@ fn stop_expired(
         })
         .collect();
     let stopping: Vec<String> = actuators.iter().map(|(n, _)| n.to_string()).collect();
+    // Every log line of the expiry and of its stops says which session it concerns.
+    let span = session_span(&e.id, &e.owner);
     for (name, actuator) in actuators {
         let session = e.id;
-        tokio::spawn(async move {
-            let started = Instant::now();
-            match tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await {
-                Ok(Ok(())) => {
-                    tracing::debug!(%session, resource = %name, took = ?started.elapsed(), "stopped");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                match tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await {
+                    Ok(Ok(())) => {
+                        tracing::debug!(%session, resource = %name, took = ?started.elapsed(), "stopped");
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(%session, resource = %name, error = %err, "stop after session expiry failed");
+                    }
+                    Err(_) => {
+                        tracing::error!(%session, resource = %name, timeout = ?stop_timeout, "stop after session expiry did not finish within its deadline");
+                    }
                 }
-                Ok(Err(err)) => {
-                    tracing::error!(%session, resource = %name, error = %err, "stop after session expiry failed");
-                }
-                Err(_) => {
-                    tracing::error!(%session, resource = %name, timeout = ?stop_timeout, "stop after session expiry did not finish within its deadline");
-                }
-            }
-        });
+            },
+            span.clone(),
+        ));
     }
     ExpiryReport {
+        span,
         session: e.id,
         owner: e.owner,
         peer: e.peer.and_then(|p| p.remote),
@@ -338,10 +319,11 @@ where
     let mut frames = VecDeque::new();
     let mut data = BytesMut::new();
     loop {
-        if data.len() >= 5 {
-            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-            if data.len() >= 5 + len {
-                let message = (data[0] == 0).then(|| data.split().freeze().slice(5..5 + len));
+        if let Some(prefix) = Prefix::parse(&data) {
+            let end = PREFIX_LEN + prefix.len;
+            if data.len() >= end {
+                let message =
+                    (!prefix.compressed).then(|| data.split().freeze().slice(PREFIX_LEN..end));
                 return Ok((frames, message));
             }
         }

@@ -25,6 +25,10 @@ pub const SAFETY_MONITORED_OPTION: &str = "viam.common.v1.safety_heartbeat_monit
 
 /// Decodes the descriptor set into a reflection pool. The pool is not kept: callers that need
 /// it at run time hold it themselves.
+#[allow(
+    clippy::expect_used,
+    reason = "an invariant: the set is our own build script's output, embedded in the binary"
+)]
 pub fn descriptor_pool() -> prost_reflect::DescriptorPool {
     prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
         .expect("the descriptor set was produced by our own build script")

@@ -275,8 +275,10 @@ impl ServerStreams {
                     "too many bytes buffered on this channel; retry later",
                 )]);
             }
+            let Some(s) = self.streams.get_mut(&stream) else {
+                return Ok(events);
+            };
             self.buffered += packet.data.len();
-            let s = self.streams.get_mut(&stream).expect("checked above");
             s.reassembly.extend_from_slice(&packet.data);
             if packet.eom {
                 let payload = Bytes::from(std::mem::take(&mut s.reassembly));
@@ -285,7 +287,9 @@ impl ServerStreams {
             }
         }
         if message.eos {
-            let s = self.streams.get_mut(&stream).expect("checked above");
+            let Some(s) = self.streams.get_mut(&stream) else {
+                return Ok(events);
+            };
             if !s.reassembly.is_empty() {
                 return Ok(vec![self.fail(
                     stream,

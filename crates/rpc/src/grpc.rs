@@ -87,19 +87,94 @@ impl MessageSplitter {
     }
 }
 
+/// The length of gRPC's message prefix: a compression flag and a big-endian `u32` length.
+pub const PREFIX_LEN: usize = 5;
+
+/// What a message's 5-byte prefix says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// The message is compressed (flag 1).
+    pub compressed: bool,
+    /// The message's length in bytes, not counting the prefix.
+    pub len: usize,
+}
+
+impl Prefix {
+    /// Reads the prefix at the start of `buf`; `None` if fewer than 5 bytes are there. This is
+    /// the one parser of gRPC's length prefix: the splitter here, the machine's message limit
+    /// and its session layer all read prefixes with it.
+    pub fn parse(buf: &[u8]) -> Option<Prefix> {
+        let bytes: [u8; PREFIX_LEN] = buf.get(..PREFIX_LEN)?.try_into().ok()?;
+        Some(Prefix {
+            compressed: bytes[0] != 0,
+            len: u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize,
+        })
+    }
+}
+
 /// The length a complete prefix declares, or `None` if fewer than 5 bytes are there.
 fn header(buf: &[u8], max: usize) -> Result<Option<usize>, SplitError> {
-    if buf.len() < 5 {
+    let Some(prefix) = Prefix::parse(buf) else {
         return Ok(None);
-    }
-    if buf[0] != 0 {
+    };
+    if prefix.compressed {
         return Err(SplitError::Compressed);
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > max {
-        return Err(SplitError::TooLarge(len));
+    if prefix.len > max {
+        return Err(SplitError::TooLarge(prefix.len));
     }
-    Ok(Some(len))
+    Ok(Some(prefix.len))
+}
+
+/// Watches a gRPC body go by, chunk by chunk, without keeping it: reads each message's prefix
+/// and fails as soon as one declares a length over the limit, before any of it is buffered.
+#[derive(Debug, Clone)]
+pub struct LengthLimit {
+    limit: usize,
+    prefix: [u8; PREFIX_LEN],
+    have: usize,
+    remaining: usize,
+}
+
+impl LengthLimit {
+    /// A watcher that refuses messages longer than `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            prefix: [0; PREFIX_LEN],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// The limit, in bytes.
+    pub fn max(&self) -> usize {
+        self.limit
+    }
+
+    /// Feeds body bytes; fails with the declared length of the first oversize message.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), usize> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                self.remaining -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (PREFIX_LEN - self.have).min(data.len());
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if let Some(prefix) = Prefix::parse(&self.prefix[..self.have]) {
+                if prefix.len > self.limit {
+                    return Err(prefix.len);
+                }
+                self.remaining = prefix.len;
+                self.have = 0;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The 5-byte prefix of an uncompressed message of `len` bytes.
@@ -217,5 +292,39 @@ mod tests {
     fn prefixes_are_big_endian_lengths() {
         assert_eq!(&message_prefix(0)[..], [0, 0, 0, 0, 0]);
         assert_eq!(&message_prefix(0x0102_0304)[..], [0, 1, 2, 3, 4]);
+    }
+
+    // The message limit the machine enforces on every request body.
+
+    fn prefixed(len: u32) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend_from_slice(&len.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn accepts_messages_up_to_the_limit_split_anywhere() {
+        let mut stream = prefixed(3);
+        stream.extend_from_slice(b"abc");
+        stream.extend(prefixed(10));
+        stream.extend_from_slice(&[7; 10]);
+        for split in 0..stream.len() {
+            let mut p = LengthLimit::new(10);
+            p.feed(&stream[..split]).unwrap();
+            p.feed(&stream[split..]).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_an_oversize_prefix_even_split_byte_by_byte() {
+        let mut stream = prefixed(2);
+        stream.extend_from_slice(b"ok");
+        stream.extend(prefixed(11));
+        let mut p = LengthLimit::new(10);
+        let mut result = Ok(());
+        for b in &stream {
+            result = result.and(p.feed(&[*b]));
+        }
+        assert_eq!(result, Err(11));
     }
 }

@@ -82,6 +82,30 @@ pub struct Candidate {
     pub username_fragment: Option<String>,
 }
 
+/// The signaling protocol's form of a candidate (`proto.rpc.webrtc.v1.ICECandidate`): the one
+/// conversion, used by the machine's signaling and the client's alike.
+impl From<Candidate> for tether_proto::proto::rpc::webrtc::v1::IceCandidate {
+    fn from(c: Candidate) -> Self {
+        Self {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdpm_line_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+        }
+    }
+}
+
+impl From<tether_proto::proto::rpc::webrtc::v1::IceCandidate> for Candidate {
+    fn from(c: tether_proto::proto::rpc::webrtc::v1::IceCandidate) -> Self {
+        Self {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdpm_line_index,
+            username_fragment: c.username_fragment,
+        }
+    }
+}
+
 /// Which local addresses a peer gathers host candidates on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Interfaces {

@@ -267,6 +267,16 @@ impl Adapter {
     }
 }
 
+/// A `GetReadings` answer from a resource's readings.
+pub fn readings_response(readings: crate::resource::Object) -> Reply<common::GetReadingsResponse> {
+    ok(common::GetReadingsResponse {
+        readings: readings
+            .into_iter()
+            .map(|(k, v)| (k, crate::convert::json_to_pb(v)))
+            .collect(),
+    })
+}
+
 /// `DoCommand` on any resource.
 pub async fn do_command(
     adapter: &Adapter,

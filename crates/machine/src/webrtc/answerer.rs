@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 use tonic::Status;
 
 use super::dispatch::{self, ConnectionContext};
-use super::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
 use crate::server::Stack;
 use crate::sessions::{PeerInfo, PeerKind};
+use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
 
 /// The least time an answerer gives an exchange, whatever the offer's deadline says.
 const MIN_EXCHANGE: Duration = Duration::from_secs(5);
@@ -80,12 +80,23 @@ where
                 continue;
             };
             let (this, stop) = (this.clone(), stop.clone());
-            tracker.spawn(async move {
-                this.stats.peers.fetch_add(1, Ordering::Relaxed);
-                this.answer(side, stop).await;
-                this.stats.peers.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            // Every log line of the peer, and of each call on its data channel, says which
+            // peer it is: its call's id and the entity it authenticated as.
+            let span = tracing::info_span!(
+                "webrtc_peer",
+                call = %side.offer.uuid,
+                entity = %side.offer.caller_entity,
+                transport = "webrtc"
+            );
+            tracker.spawn(tracing::Instrument::instrument(
+                async move {
+                    this.stats.peers.fetch_add(1, Ordering::Relaxed);
+                    this.answer(side, stop).await;
+                    this.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                },
+                span,
+            ));
         }
         tracker.close();
         tracker.wait().await;

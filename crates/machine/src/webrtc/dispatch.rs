@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tether_rpc::framing::{
@@ -30,6 +29,8 @@ use tether_rpc::framing::{
     encode_trailers, parse_grpc_timeout,
 };
 use tether_rpc::grpc::{MessageSplitter, SplitError, is_transport_header, message_prefix};
+use tether_rpc::metadata::{OnInvalid, headers_to_metadata, metadata_to_headers};
+use tether_rpc::vocabulary::GRPC_TIMEOUT_HEADER;
 use tether_rtc::Channel;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -69,13 +70,13 @@ pub async fn serve<S>(
 {
     let (out, mut outgoing) = mpsc::channel::<Bytes>(WRITE_BUFFER);
     let writer_channel = channel.clone();
-    let writer = tokio::spawn(async move {
+    let writer = tokio::spawn(tracing::Instrument::in_current_span(async move {
         while let Some(frame) = outgoing.recv().await {
             if writer_channel.send(frame).await.is_err() {
                 break;
             }
         }
-    });
+    }));
     let mut codec = ServerStreams::default();
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
@@ -103,7 +104,7 @@ pub async fn serve<S>(
                         ServerEvent::Open { stream, method, metadata, timeout } => {
                             let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
                             let call = CallSpec { stream, method, metadata, timeout };
-                            let task = tasks.spawn(run_call(call, body_rx, service.clone(), context.clone(), out.clone()));
+                            let task = tasks.spawn(tracing::Instrument::in_current_span(run_call(call, body_rx, service.clone(), context.clone(), out.clone())));
                             open.insert(stream, Open { body: Some(body_tx), task });
                         }
                         ServerEvent::Message { stream, payload } => {
@@ -170,55 +171,27 @@ fn build_request(call: &CallSpec, body: Body) -> Result<(Request<Body>, Option<D
         .body(body)
         .map_err(|e| format!("malformed method {:?}: {e}", call.method))?;
     let mut timeout = call.timeout.filter(|t| !t.is_zero());
+    if timeout.is_none() {
+        timeout = call
+            .metadata
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(GRPC_TIMEOUT_HEADER))
+            .and_then(|(_, values)| parse_grpc_timeout(values.first()?));
+    }
+    let metadata = metadata_to_headers(&call.metadata, reserved, OnInvalid::Fail)
+        .map_err(|e| e.to_string())?;
     let headers = req.headers_mut();
-    for (key, values) in &call.metadata {
-        let key = key.to_ascii_lowercase();
-        if key == "grpc-timeout" && timeout.is_none() {
-            timeout = values.first().and_then(|v| parse_grpc_timeout(v));
-        }
-        if reserved(&key) {
-            continue;
-        }
-        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
-            return Err(format!("invalid metadata key {key:?}"));
-        };
-        for v in values {
-            // `-bin` values travel base64 in HTTP; a peer may send them raw.
-            let value = if key.ends_with("-bin")
-                && base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(v.trim_end_matches('='))
-                    .is_err()
-            {
-                HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(v))
-            } else {
-                HeaderValue::from_str(v)
-            };
-            match value {
-                Ok(value) => {
-                    headers.append(name.clone(), value);
-                }
-                Err(_) => return Err(format!("invalid value for metadata key {key:?}")),
-            }
-        }
+    for (name, value) in &metadata {
+        headers.append(name.clone(), value.clone());
     }
     Ok((req, timeout))
 }
 
 /// Metadata from response headers or trailers, without the gRPC transport keys.
 fn metadata_of(headers: &HeaderMap) -> Metadata {
-    let mut md: Metadata = Vec::new();
-    for (name, value) in headers {
-        let key = name.as_str();
-        if key == "content-type" || key.starts_with("grpc-") && key != "grpc-status-details-bin" {
-            continue;
-        }
-        let Ok(v) = value.to_str() else { continue };
-        match md.iter_mut().find(|(k, _)| k == key) {
-            Some((_, vs)) => vs.push(v.to_string()),
-            None => md.push((key.to_string(), vec![v.to_string()])),
-        }
-    }
-    md
+    headers_to_metadata(headers, |key| {
+        key == "content-type" || key.starts_with("grpc-") && key != "grpc-status-details-bin"
+    })
 }
 
 fn status_of(headers: &HeaderMap) -> (i32, String) {
@@ -430,7 +403,8 @@ mod tests {
         assert_eq!(req.headers()["content-type"], "application/grpc");
         assert_eq!(req.headers()["viam-sid"], "abc");
         assert_eq!(req.headers()["x-ok-bin"], "AAEC");
-        assert_eq!(req.headers()["x-trace-bin"], "AXJhdw==");
+        // Raw `-bin` bytes are base64-encoded unpadded, as gRPC emits them (tether-rpc::metadata).
+        assert_eq!(req.headers()["x-trace-bin"], "AXJhdw");
         assert!(req.headers().get("grpc-timeout").is_none());
         let bad = CallSpec {
             metadata: vec![("bad key".into(), vec!["v".into()])],

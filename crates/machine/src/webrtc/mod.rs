@@ -1,11 +1,10 @@
-//! WebRTC: the signaling service on the machine's port, its call queue, the machine's
-//! answerer, and the dispatch of gRPC frames from data channels into the one tower stack.
+//! WebRTC on the machine: its answerer (one peer per call, taken from the signaling call
+//! queue) and the dispatch of gRPC frames from data channels into the one tower stack. The
+//! signaling service itself and its queue are the `tether-signal` crate, embedded here on the
+//! machine's port.
 
 pub mod answerer;
 pub mod dispatch;
-pub mod queue;
-pub mod signaling;
 
 pub use answerer::{Answerer, AnswererStats};
-pub use queue::{CallQueue, MemoryQueue};
-pub use signaling::{Hosts, SignalingApi};
+pub use tether_signal::{CallQueue, Hosts, MemoryQueue, SignalingApi};

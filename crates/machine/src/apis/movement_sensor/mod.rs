@@ -17,8 +17,10 @@ use tether_proto::viam::common::v1::{self as common, GeoPoint, Orientation, Vect
 use tether_proto::viam::component::movementsensor::v1 as pb;
 use tonic::{Request, Status};
 
-use crate::apis::{Adapter, Build, Model, Registration, Reply, limited, ok, shared_methods};
-use crate::convert::{json_to_pb, struct_to_object};
+use crate::apis::{
+    Adapter, Build, Model, Registration, Reply, limited, ok, readings_response, shared_methods,
+};
+use crate::convert::struct_to_object;
 use crate::machine::Machine;
 use crate::resource::{ApiName, Component, Object, Resource, ResourceError, Result};
 
@@ -297,12 +299,7 @@ impl pb::movement_sensor_service_server::MovementSensorService for Adapter {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
         let readings = self.movement_sensor(&r.name)?.readings(&extra).await?;
-        ok(common::GetReadingsResponse {
-            readings: readings
-                .into_iter()
-                .map(|(k, v)| (k, json_to_pb(v)))
-                .collect(),
-        })
+        readings_response(readings)
     }
 
     shared_methods!(API, do_command, get_status, get_geometries);

@@ -13,9 +13,10 @@ use tether_proto::viam::component::sensor;
 use tonic::{Request, Status};
 
 use crate::apis::{
-    Adapter, Build, Model, Registration, Reply, check_attributes, limited, ok, shared_methods,
+    Adapter, Build, Model, Registration, Reply, check_attributes, limited, readings_response,
+    shared_methods,
 };
-use crate::convert::{json_to_pb, struct_to_object};
+use crate::convert::struct_to_object;
 use crate::machine::Machine;
 use crate::resource::{ApiName, Component, Object, Resource, Result};
 
@@ -75,12 +76,7 @@ impl sensor::v1::sensor_service_server::SensorService for Adapter {
         let r = r.into_inner();
         let extra = struct_to_object(r.extra);
         let readings = self.sensor(&r.name)?.readings(&extra).await?;
-        ok(common::GetReadingsResponse {
-            readings: readings
-                .into_iter()
-                .map(|(k, v)| (k, json_to_pb(v)))
-                .collect(),
-        })
+        readings_response(readings)
     }
 
     shared_methods!(API, do_command, get_status, get_geometries);

@@ -1,4 +1,4 @@
-//! `proto.rpc.webrtc.v1.SignalingService` on the machine's port.
+//! `proto.rpc.webrtc.v1.SignalingService`, on a machine's port or standalone.
 //!
 //! `rpc-host` picks the machine a call is for; the embedded service answers only for this
 //! machine's own names ([`Hosts`]). `Call` queues the caller's offer and streams back the
@@ -15,13 +15,15 @@ use std::time::Duration;
 use futures::Stream;
 use tether_proto::google::rpc::Status as RpcStatus;
 use tether_proto::proto::rpc::webrtc::v1 as pb;
-use tether_rtc::{Candidate, IceServer};
+use tether_rtc::IceServer;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
-use crate::sessions::{Entity, PeerInfo};
+use tether_rpc::address::split_host_port;
+use tether_rpc::context::{Entity, PeerInfo};
+
+use crate::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
 
 pub use tether_rpc::OFFER_DEADLINE;
 /// How often a waiting `Answer` stream gets a heartbeat.
@@ -48,7 +50,7 @@ impl Hosts {
             names.insert(f.to_string());
             names.insert(format!("{f}:{port}"));
         }
-        if let Ok((host, _)) = crate::config::split_host_port(bind_address) {
+        if let Ok((host, _)) = split_host_port(bind_address) {
             names.insert(format!("{host}:{port}"));
         }
         let canonical = fqdn.map_or_else(|| format!("localhost:{port}"), str::to_string);
@@ -67,7 +69,7 @@ impl Hosts {
         if self.names.contains(host) {
             return true;
         }
-        let Ok((h, port)) = crate::config::split_host_port(host) else {
+        let Ok((h, port)) = split_host_port(host) else {
             return false;
         };
         if port != self.port {
@@ -109,7 +111,7 @@ impl SignalingApi {
     fn hosts_of<T>(&self, r: &Request<T>, min: usize, max: usize) -> Result<Vec<String>, Status> {
         let values: Vec<&str> = r
             .metadata()
-            .get_all("rpc-host")
+            .get_all(tether_rpc::vocabulary::RPC_HOST_HEADER)
             .iter()
             .map(|v| v.to_str().unwrap_or(""))
             .collect();
@@ -137,24 +139,6 @@ impl SignalingApi {
             }
         }
         Ok(out)
-    }
-}
-
-fn candidate_to_wire(c: Candidate) -> pb::IceCandidate {
-    pb::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdpm_line_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-fn candidate_from_wire(c: pb::IceCandidate) -> Candidate {
-    Candidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdpm_line_index,
-        username_fragment: c.username_fragment,
     }
 }
 
@@ -232,7 +216,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
                         uuid: uuid.clone(),
                         stage: Some(pb::call_response::Stage::Update(
                             pb::CallResponseUpdateStage {
-                                candidate: Some(candidate_to_wire(c)),
+                                candidate: Some(c.into()),
                             },
                         )),
                     }),
@@ -256,7 +240,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         let r = r.into_inner();
         use pb::call_update_request::Update;
         let update = match r.update {
-            Some(Update::Candidate(c)) => FromCaller::Candidate(candidate_from_wire(c)),
+            Some(Update::Candidate(c)) => FromCaller::Candidate(c.into()),
             Some(Update::Done(true)) => FromCaller::Done,
             Some(Update::Done(false)) => {
                 return Err(Status::invalid_argument("done must be true when set"));
@@ -405,7 +389,7 @@ async fn relay_answer(
                 let relay = match stage {
                     Some(In::Init(i)) => FromAnswerer::Answer(i.sdp),
                     Some(In::Update(u)) => match u.candidate {
-                        Some(c) => FromAnswerer::Candidate(candidate_from_wire(c)),
+                        Some(c) => FromAnswerer::Candidate(c.into()),
                         None => continue,
                     },
                     Some(In::Done(_)) => { answerer_done = true; FromAnswerer::Done }
@@ -416,7 +400,7 @@ async fn relay_answer(
             }
             update = side.from_caller.recv(), if !caller_done => {
                 let stage = match update {
-                    Some(FromCaller::Candidate(c)) => Out::Update(pb::AnswerRequestUpdateStage { candidate: Some(candidate_to_wire(c)) }),
+                    Some(FromCaller::Candidate(c)) => Out::Update(pb::AnswerRequestUpdateStage { candidate: Some(c.into()) }),
                     Some(FromCaller::Done) | None => { caller_done = true; Out::Done(pb::AnswerRequestDoneStage {}) }
                     Some(FromCaller::Error(s)) => { caller_done = true; Out::Error(pb::AnswerRequestErrorStage { status: Some(status_to_wire(&s)) }) }
                 };
@@ -461,7 +445,7 @@ mod tests {
         assert!(!h.accepts("192.0.2.7:8080", None));
     }
 
-    use super::super::queue::MemoryQueue;
+    use crate::queue::MemoryQueue;
     use pb::signaling_service_client::SignalingServiceClient;
     use pb::signaling_service_server::SignalingServiceServer;
 

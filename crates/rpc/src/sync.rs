@@ -1,6 +1,6 @@
-//! Lock helpers.
+//! Lock helpers, shared by every crate that holds a `std::sync` lock.
 //!
-//! Every `std::sync::Mutex` in the machine is taken through [`lock`]: a thread that panicked
+//! Every `std::sync::Mutex` in the machine and the signaling service is taken through [`lock`]: a thread that panicked
 //! while holding one must not turn every later call into a second panic (a poisoned lock would
 //! otherwise take the session driver, and with it every safety stop, down with it).
 

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use tether_rpc::sync::lock;
 use tether_rtc::Candidate;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -107,7 +108,7 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// Calls whose caller updates are still routable (for tests and leak checks).
     pub fn live_calls(&self) -> usize {
-        self.state.lock().unwrap().calls.len()
+        lock(&self.state).calls.len()
     }
 }
 
@@ -128,16 +129,19 @@ impl CallQueue for MemoryQueue {
             to_answerer,
         };
         let now = Instant::now();
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         state.calls.retain(|_, c| c.deadline > now);
         let queue = state.hosts.entry(host.to_string()).or_default();
         // Hand over to a waiting answerer if one is still there; otherwise queue the offer.
         let mut pending = Some(side);
         while let Some(waiter) = queue.waiters.pop_front() {
-            let Some(tx) = waiter.lock().unwrap().take() else {
+            let Some(tx) = lock(&waiter).take() else {
                 continue;
             };
-            match tx.send(pending.take().expect("offer present")) {
+            let Some(offer) = pending.take() else {
+                break;
+            };
+            match tx.send(offer) {
                 Ok(()) => break,
                 Err(back) => pending = Some(back),
             }
@@ -168,7 +172,7 @@ impl CallQueue for MemoryQueue {
     ) -> Result<(), Status> {
         let finished = matches!(update, FromCaller::Done | FromCaller::Error(_));
         let (tx, deadline) = {
-            let mut state = self.state.lock().unwrap();
+            let mut state = lock(&self.state);
             let now = Instant::now();
             let Some(call) = state
                 .calls
@@ -197,7 +201,7 @@ impl CallQueue for MemoryQueue {
         loop {
             let rx = {
                 let now = Instant::now();
-                let mut state = self.state.lock().unwrap();
+                let mut state = lock(&self.state);
                 for host in hosts {
                     if let Some(queue) = state.hosts.get_mut(host) {
                         while let Some(side) = queue.offers.pop_front() {
@@ -211,7 +215,7 @@ impl CallQueue for MemoryQueue {
                 let waiter = Arc::new(Mutex::new(Some(tx)));
                 for host in hosts {
                     let queue = state.hosts.entry(host.clone()).or_default();
-                    queue.waiters.retain(|w| w.lock().unwrap().is_some());
+                    queue.waiters.retain(|w| lock(w).is_some());
                     queue.waiters.push_back(waiter.clone());
                 }
                 rx

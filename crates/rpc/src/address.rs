@@ -1,0 +1,31 @@
+//! `host:port` addresses as config files and `rpc-host` write them.
+
+/// Splits `host:port`, `[v6]:port` or `:port` (every interface). The host may be a name.
+pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{address:?}: port {port:?} is not a number in 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        assert_eq!(split_host_port(":8080").unwrap(), ("0.0.0.0".into(), 8080));
+        assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert_eq!(
+            split_host_port("robot.local:1").unwrap(),
+            ("robot.local".into(), 1)
+        );
+        assert!(split_host_port("localhost").is_err());
+        assert!(split_host_port("h:99999").unwrap_err().contains("port"));
+    }
+}

@@ -1,0 +1,16 @@
+//! WebRTC signaling: the broker that lets a caller and a machine exchange their offer, answer
+//! and ICE candidates before they talk peer to peer.
+//!
+//! [`service`] is `proto.rpc.webrtc.v1.SignalingService` (`Call`, `CallUpdate`, `Answer`,
+//! `OptionalWebRTCConfig`) over a [`queue::CallQueue`]: callers' offers wait there until an
+//! answerer for their host takes them. The queue is a trait so one service can run embedded
+//! in a machine (the in-memory [`queue::MemoryQueue`], the machine's own answerer taking the
+//! offers) or standalone for a fleet (a shared backend, answerers connecting over `Answer`).
+//! The service reads the caller's identity and address from the request context the server's
+//! layers set ([`tether_rpc::context`]).
+
+pub mod queue;
+pub mod service;
+
+pub use queue::{CallQueue, MemoryQueue};
+pub use service::{Hosts, SignalingApi};
