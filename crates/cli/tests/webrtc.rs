@@ -56,12 +56,7 @@ fn with_host<T>(addr: &str, message: T, token: Option<&str>) -> tonic::Request<T
 }
 
 fn to_wire(c: Candidate) -> pb::IceCandidate {
-    pb::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdpm_line_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
+    c.into()
 }
 
 impl RawPeer {
@@ -381,6 +376,28 @@ async fn protocol_violations_get_precise_errors_and_the_channel_keeps_serving() 
         .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
         .await;
     assert_eq!(r.code, 0);
+    p.close().await;
+}
+
+/// A hostile peer's `grpc-timeout` that is not ASCII used to panic the call task (`split_at`
+/// inside a character), leaving the call unanswered and its stream slot taken: 256 of them
+/// and the channel refused every call. Now each is answered and the channel keeps serving.
+#[tokio::test]
+async fn poisoned_grpc_timeouts_are_answered_and_leak_no_stream_slot() {
+    let server = Server::start(&["--no-tls"]);
+    let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
+    let poison = vec![("grpc-timeout".to_string(), vec!["\u{fffc}".to_string()])];
+    for i in 0..300 {
+        let r = p
+            .unary(GET_VERSION, &robot::GetVersionRequest {}, &poison, i % 2 == 0)
+            .await;
+        assert_eq!(r.code, 0, "call {i}: {r:?}");
+    }
+    let r = p
+        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
     p.close().await;
 }
 

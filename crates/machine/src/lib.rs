@@ -11,6 +11,7 @@ pub mod apis;
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod deadline;
 pub mod limits;
 pub mod machine;
 pub mod operations;

@@ -67,25 +67,37 @@ fn metadata_to_wire(md: &[(String, Vec<String>)]) -> Option<wire::Metadata> {
     })
 }
 
-/// Parses a `grpc-timeout` value: 1–8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+/// Parses a `grpc-timeout` value: 1–8 ASCII digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+/// Works on bytes, so any input — non-ASCII included — is answered, never a panic.
 pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    if text.len() < 2 || text.len() > 9 {
+    let bytes = text.as_bytes();
+    let (&unit, digits) = bytes.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let (digits, unit) = text.split_at(text.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+#[test]
+fn grpc_timeouts_never_panic_on_any_input() {
+    // proptest's minimal failing input for the old split_at, and its neighbours.
+    for text in ["\u{fffc}", "1\u{fffc}", "\u{fffc}S", "é", "1é", "", "S", "123456789S"] {
+        assert_eq!(parse_grpc_timeout(text), None, "{text:?}");
+    }
+    assert_eq!(parse_grpc_timeout("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+    assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
 }
 
 /// A data-channel message that is not a valid frame.

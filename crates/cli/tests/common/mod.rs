@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,7 +34,11 @@ impl Server {
 
     /// Starts `tether serve` with exactly these arguments (the config decides the address).
     pub fn start_exact(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        // TETHER_SERVER_BIN runs the same tests against another build (e.g. an older one, to
+        // show an attack test failing before its fix).
+        let bin = std::env::var("TETHER_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").to_string());
+        let mut child = Command::new(bin)
             .arg("serve")
             .args(args)
             .env("RUST_LOG", "info")

@@ -30,6 +30,7 @@ pub use router::app;
 
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::split_host_port;
+use crate::deadline::DeadlineLayer;
 use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
 use crate::operations::OperationsLayer;
@@ -220,6 +221,7 @@ pub async fn run(
     )?;
     let service = ServiceBuilder::new()
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
+        .layer(DeadlineLayer)
         .option_layer(options.auth.clone().map(AuthLayer::new))
         .layer(OperationsLayer::new(machine.operations().clone()))
         .layer(SessionLayer::new(machine.clone()))

@@ -80,15 +80,43 @@ pub async fn serve<S>(
     let mut codec = ServerStreams::default();
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut tasks: JoinSet<u64> = JoinSet::new();
+    // Which stream each call task serves, so a task that panicked still frees its stream.
+    let mut streams_of: HashMap<tokio::task::Id, u64> = HashMap::new();
     tokio::pin!(closed);
     loop {
         tokio::select! {
             _ = &mut closed => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(stream) = done {
-                    codec.finish(stream);
-                    open.remove(&stream);
-                }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let stream = match done {
+                    Ok((id, stream)) => {
+                        streams_of.remove(&id);
+                        stream
+                    }
+                    Err(e) => {
+                        let Some(stream) = streams_of.remove(&e.id()) else { continue };
+                        // An aborted task's stream was already freed where it was aborted (the
+                        // id may even serve a new call by now). A panicked one's was not: free
+                        // it, and answer its caller instead of leaving it hanging.
+                        if !e.is_panic() {
+                            continue;
+                        }
+                        {
+                            tracing::error!(stream, "a call task panicked; answering INTERNAL");
+                            let _ = out.send(Bytes::from(encode_response_headers(stream, &[]))).await;
+                            let _ = out
+                                .send(Bytes::from(encode_trailers(
+                                    stream,
+                                    tonic::Code::Internal as i32,
+                                    "internal error: the call failed unexpectedly",
+                                    &[],
+                                )))
+                                .await;
+                        }
+                        stream
+                    }
+                };
+                codec.finish(stream);
+                open.remove(&stream);
             }
             frame = channel.recv() => {
                 let Some(frame) = frame else { break };
@@ -105,6 +133,7 @@ pub async fn serve<S>(
                             let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
                             let call = CallSpec { stream, method, metadata, timeout };
                             let task = tasks.spawn(tracing::Instrument::in_current_span(run_call(call, body_rx, service.clone(), context.clone(), out.clone())));
+                            streams_of.insert(task.id(), stream);
                             open.insert(stream, Open { body: Some(body_tx), task });
                         }
                         ServerEvent::Message { stream, payload } => {

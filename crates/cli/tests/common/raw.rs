@@ -1,0 +1,113 @@
+//! Raw HTTP/1.1 and HTTP/2 requests, for what a well-behaved gRPC client never sends: any
+//! header (a malformed `grpc-timeout`, a foreign `Host`, a wrong content type) and bodies
+//! that stall.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A request body.
+pub type RawBody = BoxBody<Bytes, Infallible>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> RawBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body fed by hand: send frames on the sender, drop it to end the body.
+pub fn fed() -> (mpsc::Sender<Bytes>, RawBody) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    (tx, StreamBody::new(stream).boxed())
+}
+
+/// A gRPC message with its 5-byte prefix.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    v.extend_from_slice(message);
+    Bytes::from(v)
+}
+
+/// An HTTP/2 (prior knowledge) connection.
+pub async fn h2(addr: &str) -> hyper::client::conn::http2::SendRequest<RawBody> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// An HTTP/1.1 connection.
+pub async fn h1(addr: &str) -> hyper::client::conn::http1::SendRequest<RawBody> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// A gRPC POST to `path` with extra headers.
+pub fn grpc_request(addr: &str, path: &str, headers: &[(&str, &str)], body: RawBody) -> Request<RawBody> {
+    let mut r = Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(body).unwrap()
+}
+
+/// What came back: the HTTP status, the headers, the body, and `grpc-status`/`grpc-message`
+/// from the trailers (or the headers, for a trailers-only answer).
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: http::StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub grpc_status: Option<i32>,
+    pub grpc_message: String,
+}
+
+/// Reads a whole answer within `limit`.
+pub async fn read(response: Response<Incoming>, limit: Duration) -> RawReply {
+    let (parts, body) = response.into_parts();
+    let collected = tokio::time::timeout(limit, body.collect())
+        .await
+        .expect("the answer's body within the limit")
+        .expect("a body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status_from = |h: &HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
+    let grpc_status = status_from(&trailers).or_else(|| status_from(&parts.headers));
+    let grpc_message = trailers
+        .get("grpc-message")
+        .or_else(|| parts.headers.get("grpc-message"))
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    RawReply {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        grpc_status,
+        grpc_message,
+    }
+}
