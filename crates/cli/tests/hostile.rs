@@ -89,11 +89,14 @@ async fn grpc_timeouts_are_enforced_and_malformed_ones_refused() {
     assert_eq!(r.grpc_status, Some(4), "DEADLINE_EXCEEDED: {r:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     // The motion the call started halted with it.
-    let mut robot = tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient::new(
-        server.channel().await,
-    );
+    let mut robot =
+        tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient::new(
+            server.channel().await,
+        );
     let moving = robot
-        .is_moving(motor::IsMovingRequest { name: "left".into() })
+        .is_moving(motor::IsMovingRequest {
+            name: "left".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -129,9 +132,116 @@ async fn grpc_timeouts_are_enforced_and_malformed_ones_refused() {
             Duration::from_secs(10),
         )
         .await;
-        assert_eq!(r.grpc_status, Some(3), "INVALID_ARGUMENT for {bad:?}: {r:?}");
+        assert_eq!(
+            r.grpc_status,
+            Some(3),
+            "INVALID_ARGUMENT for {bad:?}: {r:?}"
+        );
         assert!(r.grpc_message.contains("grpc-timeout"), "{r:?}");
     }
     // None of the refused calls reached the motor.
     assert_eq!(history(addr, "right").await, before);
+}
+
+use tether_proto::proto::rpc::webrtc::v1 as signaling;
+use tether_proto::proto::rpc::webrtc::v1::signaling_service_client::SignalingServiceClient;
+
+fn to_machine<T>(addr: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("rpc-host", addr.parse().unwrap());
+    r
+}
+
+/// The server's resident memory, from /proc.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Any client that passed auth could register as an answerer on the machine's embedded
+/// signaling (an `Answer` stream naming the machine) and receive other callers' offers: with 8
+/// streams an attacker got 8 of 20. The embedded service now refuses `Answer`: the machine's
+/// own answerer takes offers in process.
+#[tokio::test]
+async fn an_outside_answerer_is_refused_and_callers_still_reach_the_machine() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let mut client = SignalingServiceClient::new(server.channel().await);
+    let hello = signaling::AnswerResponse {
+        uuid: String::new(),
+        stage: None,
+    };
+    let mut refused = 0;
+    for _ in 0..8 {
+        let stream = futures::stream::iter([hello.clone()]);
+        match client.answer(to_machine(&addr, stream)).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+                refused += 1;
+            }
+            Ok(response) => {
+                let mut offers = response.into_inner();
+                let first = tokio::time::timeout(Duration::from_secs(5), offers.message()).await;
+                match first {
+                    Ok(Err(status)) => {
+                        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+                        refused += 1;
+                    }
+                    other => panic!("an outside Answer stream was served: {other:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(refused, 8);
+    // Callers still reach the machine itself, over WebRTC.
+    for _ in 0..5 {
+        let robot = tether_client::RobotClient::connect(
+            &addr,
+            tether_client::Options::default().insecure(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(robot.transport(), "webrtc");
+        robot.resource_names().await.unwrap();
+    }
+}
+
+/// A 30 MiB SDP was accepted and cost 173 MB for one call. Signaling messages are now decoded
+/// only up to a small cap, and an SDP over 64 KiB is refused by name.
+#[tokio::test]
+async fn oversize_sdps_are_refused_without_the_memory() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let pid = server.child.id();
+    let mut client =
+        SignalingServiceClient::new(server.channel().await).max_encoding_message_size(64 << 20);
+    let before = rss_kb(pid);
+    for _ in 0..3 {
+        let call = signaling::CallRequest {
+            sdp: "v".repeat(30 << 20),
+            disable_trickle: false,
+        };
+        let status = client.call(to_machine(&addr, call)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    }
+    let after = rss_kb(pid);
+    assert!(
+        after < before + 40_000,
+        "RSS grew from {before} kB to {after} kB after three 30 MiB SDPs"
+    );
+    let call = signaling::CallRequest {
+        sdp: "v".repeat(100 << 10),
+        disable_trickle: false,
+    };
+    let status = client.call(to_machine(&addr, call)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("SDP of 102400 bytes"),
+        "{status:?}"
+    );
+    eprintln!("RSS before {before} kB, after three 30 MiB SDPs {after} kB");
 }

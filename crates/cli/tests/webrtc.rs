@@ -389,7 +389,12 @@ async fn poisoned_grpc_timeouts_are_answered_and_leak_no_stream_slot() {
     let poison = vec![("grpc-timeout".to_string(), vec!["\u{fffc}".to_string()])];
     for i in 0..300 {
         let r = p
-            .unary(GET_VERSION, &robot::GetVersionRequest {}, &poison, i % 2 == 0)
+            .unary(
+                GET_VERSION,
+                &robot::GetVersionRequest {},
+                &poison,
+                i % 2 == 0,
+            )
             .await;
         assert_eq!(r.code, 0, "call {i}: {r:?}");
     }

@@ -418,7 +418,7 @@ impl Authenticator {
             if let Some(ip) = peer {
                 lock(&self.failures).record_failure(ip, now);
             }
-            tracing::warn!(?peer, key_id = entity, "failed authentication");
+            tracing::warn!(?peer, key_id = %tether_rpc::context::Clipped(entity), "failed authentication");
             Err(Status::unauthenticated("invalid credentials"))
         }
     }

@@ -154,7 +154,13 @@ mod tests {
             Some(Duration::from_millis(300))
         );
         assert_eq!(requested(&with(b"0n")).unwrap(), Some(Duration::ZERO));
-        for bad in [&b"-1S"[..], b"garbage", b"1H1S", b"123456789S", b"\xef\xbf\xbc"] {
+        for bad in [
+            &b"-1S"[..],
+            b"garbage",
+            b"1H1S",
+            b"123456789S",
+            b"\xef\xbf\xbc",
+        ] {
             let e = requested(&with(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }

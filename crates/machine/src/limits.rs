@@ -85,6 +85,19 @@ impl<S> tower::Layer<S> for MessageLimitLayer {
     }
 }
 
+/// The limit of one request message on `path`: signaling carries an SDP or a candidate, so it
+/// gets a small one; every other service the machine-wide one.
+fn limit_for(path: &str, machine_wide: usize) -> usize {
+    if path.starts_with(SIGNALING_PREFIX) {
+        tether_signal::service::MAX_SIGNALING_MESSAGE.min(machine_wide)
+    } else {
+        machine_wide
+    }
+}
+
+/// The path prefix of the signaling service's methods.
+const SIGNALING_PREFIX: &str = "/proto.rpc.webrtc.v1.SignalingService/";
+
 /// See [`MessageLimitLayer`].
 #[derive(Clone)]
 pub struct MessageLimitService<S> {
@@ -105,7 +118,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = LengthLimit::new(self.limit);
+        let limit = LengthLimit::new(limit_for(req.uri().path(), self.limit));
         self.inner.call(req.map(|inner| LimitedBody {
             inner,
             limit,

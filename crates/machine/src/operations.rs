@@ -220,7 +220,11 @@ where
         let cancel = guard.op.cancel.clone();
         req.extensions_mut().insert(CurrentOperation(id));
         // Every log line of the call says which call it is: its method and operation id.
-        let span = tracing::info_span!("call", method = %req.uri().path(), opid = %id);
+        let span = tracing::info_span!(
+            "call",
+            method = %tether_rpc::context::Clipped(req.uri().path()),
+            opid = %id
+        );
         let call = {
             let _entered = span.enter();
             inner.call(req)

@@ -93,10 +93,22 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
 #[test]
 fn grpc_timeouts_never_panic_on_any_input() {
     // proptest's minimal failing input for the old split_at, and its neighbours.
-    for text in ["\u{fffc}", "1\u{fffc}", "\u{fffc}S", "é", "1é", "", "S", "123456789S"] {
+    for text in [
+        "\u{fffc}",
+        "1\u{fffc}",
+        "\u{fffc}S",
+        "é",
+        "1é",
+        "",
+        "S",
+        "123456789S",
+    ] {
         assert_eq!(parse_grpc_timeout(text), None, "{text:?}");
     }
-    assert_eq!(parse_grpc_timeout("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+    assert_eq!(
+        parse_grpc_timeout("99999999H"),
+        Some(Duration::from_secs(99_999_999 * 3600))
+    );
     assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
 }
 

@@ -13,4 +13,4 @@ pub mod queue;
 pub mod service;
 
 pub use queue::{CallQueue, MemoryQueue};
-pub use service::{Hosts, SignalingApi};
+pub use service::{Answerers, Hosts, SignalingApi};

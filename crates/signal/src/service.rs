@@ -89,6 +89,49 @@ pub struct SignalingApi {
     hosts: Arc<Hosts>,
     ice_servers: Arc<Vec<IceServer>>,
     heartbeat: Duration,
+    answerers: Answerers,
+}
+
+/// Who may answer calls through the `Answer` RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerers {
+    /// Nobody: the service is embedded in a machine, whose own answerer takes the offers from
+    /// the queue in process. An `Answer` stream from outside — any client that passed auth —
+    /// would otherwise receive other callers' offers and answer them with its own SDP.
+    Embedded,
+    /// Any caller of `Answer` (a standalone service, or a test of the RPC itself).
+    Open,
+}
+
+/// The largest SDP accepted in a `Call` or an `Answer`: a real one is a few kilobytes.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// The largest ICE candidate line accepted.
+pub const MAX_CANDIDATE_BYTES: usize = 4 * 1024;
+
+/// The largest signaling message a server should decode (an SDP, a candidate, some framing).
+pub const MAX_SIGNALING_MESSAGE: usize = 2 * MAX_SDP_BYTES;
+
+/// Refuses an SDP over [`MAX_SDP_BYTES`].
+fn check_sdp(what: &str, sdp: &str) -> Result<(), Status> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{what} SDP of {} bytes is larger than the limit of {MAX_SDP_BYTES} bytes",
+            sdp.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a candidate line over [`MAX_CANDIDATE_BYTES`].
+fn check_candidate(candidate: &pb::IceCandidate) -> Result<(), Status> {
+    if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "ICE candidate of {} bytes is larger than the limit of {MAX_CANDIDATE_BYTES} bytes",
+            candidate.candidate.len()
+        )));
+    }
+    Ok(())
 }
 
 impl SignalingApi {
@@ -98,7 +141,14 @@ impl SignalingApi {
             hosts,
             ice_servers: Arc::new(ice_servers),
             heartbeat: ANSWER_HEARTBEAT,
+            answerers: Answerers::Open,
         }
+    }
+
+    /// The same service with another answerer policy ([`Answerers::Embedded`] in a machine).
+    pub fn with_answerers(mut self, answerers: Answerers) -> Self {
+        self.answerers = answerers;
+        self
     }
 
     /// The same service with another interval of `Answer` heartbeats (tests).
@@ -177,6 +227,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         if r.sdp.is_empty() {
             return Err(Status::invalid_argument("offer SDP is empty"));
         }
+        check_sdp("offer", &r.sdp)?;
         let deadline = Instant::now() + OFFER_DEADLINE;
         let offer = Offer {
             uuid: uuid::Uuid::new_v4().to_string(),
@@ -240,7 +291,10 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         let r = r.into_inner();
         use pb::call_update_request::Update;
         let update = match r.update {
-            Some(Update::Candidate(c)) => FromCaller::Candidate(c.into()),
+            Some(Update::Candidate(c)) => {
+                check_candidate(&c)?;
+                FromCaller::Candidate(c.into())
+            }
             Some(Update::Done(true)) => FromCaller::Done,
             Some(Update::Done(false)) => {
                 return Err(Status::invalid_argument("done must be true when set"));
@@ -256,6 +310,12 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         &self,
         r: Request<Streaming<pb::AnswerResponse>>,
     ) -> Result<Response<BoxStream<pb::AnswerRequest>>, Status> {
+        if self.answerers == Answerers::Embedded {
+            return Err(Status::permission_denied(
+                "this machine answers its own calls; Answer is for answerers of a standalone \
+                 signaling service",
+            ));
+        }
         let hosts = self.hosts_of(&r, 1, MAX_ANSWER_HOSTS)?;
         let heartbeats = r
             .metadata()
@@ -387,9 +447,9 @@ async fn relay_answer(
                     }
                 };
                 let relay = match stage {
-                    Some(In::Init(i)) => FromAnswerer::Answer(i.sdp),
+                    Some(In::Init(i)) => { check_sdp("answer", &i.sdp)?; FromAnswerer::Answer(i.sdp) }
                     Some(In::Update(u)) => match u.candidate {
-                        Some(c) => FromAnswerer::Candidate(c.into()),
+                        Some(c) => { check_candidate(&c)?; FromAnswerer::Candidate(c.into()) }
                         None => continue,
                     },
                     Some(In::Done(_)) => { answerer_done = true; FromAnswerer::Done }

@@ -62,7 +62,12 @@ pub async fn h1(addr: &str) -> hyper::client::conn::http1::SendRequest<RawBody> 
 }
 
 /// A gRPC POST to `path` with extra headers.
-pub fn grpc_request(addr: &str, path: &str, headers: &[(&str, &str)], body: RawBody) -> Request<RawBody> {
+pub fn grpc_request(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: RawBody,
+) -> Request<RawBody> {
     let mut r = Request::builder()
         .method("POST")
         .uri(format!("http://{addr}{path}"))

@@ -36,6 +36,7 @@ use crate::machine::Machine;
 use crate::operations::OperationsLayer;
 use crate::sessions::SessionLayer;
 use crate::webrtc::{Answerer, AnswererStats, CallQueue, Hosts, MemoryQueue, SignalingApi};
+use tether_signal::Answerers;
 
 /// The one tower stack every call goes through, whichever transport it came by: HTTP/2 or
 /// HTTP/1 connections here, WebRTC data channels in [`crate::webrtc`].
@@ -211,7 +212,8 @@ pub async fn run(
     let webrtc = options.webrtc.clone().map(|w| {
         let hosts = Arc::new(Hosts::new(port, w.fqdn.as_deref(), &w.bind_address));
         let queue = w.queue.clone();
-        let api = SignalingApi::new(queue.clone(), hosts.clone(), w.ice_servers.clone());
+        let api = SignalingApi::new(queue.clone(), hosts.clone(), w.ice_servers.clone())
+            .with_answerers(Answerers::Embedded);
         (w, hosts, queue, api)
     });
     let router = app(

@@ -43,7 +43,13 @@ pub fn app(
         routes.add_service(AuthServiceServer::new(AuthApi::new(auth)));
     }
     if let Some(signaling) = signaling {
-        routes.add_service(limited!(SignalingServiceServer::new(signaling)));
+        // Signaling messages are an SDP or a candidate: decoded only up to a small cap, not the
+        // 32 MiB every other service takes.
+        routes.add_service(
+            SignalingServiceServer::new(signaling)
+                .max_decoding_message_size(tether_signal::service::MAX_SIGNALING_MESSAGE)
+                .max_encoding_message_size(tether_signal::service::MAX_SIGNALING_MESSAGE),
+        );
     }
     let router = routes
         .routes()

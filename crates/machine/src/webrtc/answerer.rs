@@ -204,7 +204,7 @@ where
                 },
                 update = from_caller.recv(), if caller_open => match update {
                     Some(FromCaller::Candidate(c)) => {
-                        tracing::debug!(candidate = %c.candidate, "caller candidate");
+                        tracing::debug!(candidate = %tether_rpc::context::Clipped(&c.candidate), "caller candidate");
                         if let Err(e) = peer.add_remote_candidate(c).await {
                             tracing::debug!(error = %e, "ignoring a bad remote candidate");
                         }
