@@ -224,6 +224,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_peers: config.network.max_webrtc_peers,
             ..server::WebRtcOptions::default()
         }),
+        fqdn: config.network.fqdn.clone(),
+        bind_address: Some(config.network.bind_address.clone()),
         ..ServerOptions::default()
     };
     server::run(listeners, machine.clone(), options, shutdown).await?;

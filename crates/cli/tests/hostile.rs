@@ -245,3 +245,157 @@ async fn oversize_sdps_are_refused_without_the_memory() {
     );
     eprintln!("RSS before {before} kB, after three 30 MiB SDPs {after} kB");
 }
+
+use common::raw::h1;
+
+/// A web page could drive a motor on an open machine: `fetch(…, {mode: "no-cors"})` sends a
+/// "simple" cross-origin POST with `Content-Type: text/plain` and a gRPC frame as the body, and
+/// it was served (HTTP 200, the motor ran). Now a gRPC path needs a gRPC content type (415),
+/// and plaintext HTTP/1.1 must name the machine in `Host` (421: DNS rebinding).
+#[tokio::test]
+async fn cross_origin_simple_requests_and_rebound_hosts_are_refused() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let set_power = motor::SetPowerRequest {
+        name: "left".into(),
+        power_pct: 0.5,
+        extra: None,
+    }
+    .encode_to_vec();
+    let path = "/viam.component.motor.v1.MotorService/SetPower";
+    let before = history(&addr, "left").await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let mut send = h1(&addr).await;
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", &addr)
+            .header("origin", "http://evil.example")
+            .header("content-type", content_type)
+            .body(full(grpc_frame(&set_power)))
+            .unwrap();
+        let r = read(
+            send.send_request(request).await.unwrap(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {r:?}"
+        );
+    }
+    // The same over HTTP/2 (a fetch from a page cannot, but nothing else may either).
+    let mut send = h2(&addr).await;
+    let mut request = grpc_request(&addr, path, &[], full(grpc_frame(&set_power)));
+    request
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("text/plain"));
+    let r = read(
+        send.send_request(request).await.unwrap(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status, http::StatusCode::UNSUPPORTED_MEDIA_TYPE, "{r:?}");
+    // DNS rebinding: the attacker's name in Host, over plaintext HTTP/1.1.
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [format!("evil.example:{port}"), "evil.example".to_string()] {
+        let mut send = h1(&addr).await;
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", &host)
+            .header("content-type", "application/grpc")
+            .body(full(grpc_frame(&set_power)))
+            .unwrap();
+        let r = read(
+            send.send_request(request).await.unwrap(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            http::StatusCode::MISDIRECTED_REQUEST,
+            "{host}: {r:?}"
+        );
+    }
+    // Nothing reached the motor.
+    assert_eq!(history(&addr, "left").await, before);
+    // The machine's own names still work for a plain GET (the readiness probe).
+    for host in [addr.clone(), format!("localhost:{port}")] {
+        let mut send = h1(&addr).await;
+        let request = http::Request::builder()
+            .uri("/")
+            .header("host", &host)
+            .body(full(Vec::new()))
+            .unwrap();
+        let r = read(
+            send.send_request(request).await.unwrap(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(r.status, http::StatusCode::OK, "{host}: {r:?}");
+    }
+}
+
+/// The fakes kept every command's `extra` in their history, bounded in entries but not in
+/// bytes: a 4 MiB `Stop` whose `extra` is a million nulls cost 33.6 MB of RSS, and under a
+/// 1.5 GB address-space limit the server aborted after 40 of them (every safety stop with it).
+/// Now arguments are kept compactly; 40 of them leave the server's memory about where it was.
+#[tokio::test]
+async fn oversize_extras_do_not_accumulate_in_memory() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let pid = server.child.id();
+    let nulls = prost_types::Value {
+        kind: Some(prost_types::value::Kind::ListValue(
+            prost_types::ListValue {
+                values: vec![
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::NullValue(0)),
+                    };
+                    1_000_000
+                ],
+            },
+        )),
+    };
+    let stop = motor::StopRequest {
+        name: "left".into(),
+        extra: Some(prost_types::Struct {
+            fields: [("x".to_string(), nulls)].into_iter().collect(),
+        }),
+    }
+    .encode_to_vec();
+    assert!(stop.len() > 3 << 20, "{}", stop.len());
+    let frame = grpc_frame(&stop);
+    let before = rss_kb(pid);
+    let mut send = h2(&addr).await;
+    for i in 0..40 {
+        let r = read(
+            send.send_request(grpc_request(
+                &addr,
+                "/viam.component.motor.v1.MotorService/Stop",
+                &[],
+                full(frame.clone()),
+            ))
+            .await
+            .unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(r.grpc_status, Some(0), "stop {i}: {r:?}");
+    }
+    let after = rss_kb(pid);
+    eprintln!("RSS before {before} kB, after 40 oversize extras {after} kB");
+    assert!(
+        after < before + 200_000,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    // The history still says what happened, compactly.
+    let h = history(&addr, "left").await;
+    assert_eq!(h.iter().filter(|c| *c == "stop").count(), 40);
+}

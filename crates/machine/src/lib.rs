@@ -15,6 +15,7 @@ pub mod deadline;
 pub mod limits;
 pub mod machine;
 pub mod operations;
+pub mod origin;
 pub mod resource;
 pub mod robot;
 pub mod server;

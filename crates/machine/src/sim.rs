@@ -24,6 +24,49 @@ use crate::sync::lock;
 /// How many entries a history keeps; older ones are dropped.
 pub const HISTORY_LIMIT: usize = 1000;
 
+/// The most bytes of JSON one entry's arguments keep (so a history holds at most about
+/// `HISTORY_LIMIT * ARGS_LIMIT` bytes of arguments: under a megabyte per resource).
+pub const ARGS_LIMIT: usize = 512;
+
+/// Counts the bytes written to it and keeps the first `keep`.
+struct Head {
+    keep: usize,
+    head: Vec<u8>,
+    total: usize,
+}
+
+impl std::io::Write for Head {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.keep.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..room.min(buf.len())]);
+        self.total += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` itself if its JSON is at most `limit` bytes; otherwise a small object with its
+/// first bytes (as text) and its size. Serializes once into a counter, allocating nothing
+/// beyond the kept head.
+pub fn compact(value: Value, limit: usize) -> Value {
+    let mut head = Head {
+        keep: limit / 2,
+        head: Vec::new(),
+        total: 0,
+    };
+    if serde_json::to_writer(&mut head, &value).is_err() || head.total <= limit {
+        return value;
+    }
+    drop(value);
+    json!({
+        "truncated": String::from_utf8_lossy(&head.head),
+        "json_bytes": head.total,
+    })
+}
+
 /// One recorded command.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -51,8 +94,11 @@ impl History {
         }
     }
 
-    /// Records a command.
+    /// Records a command. Its arguments are kept compactly: up to [`ARGS_LIMIT`] bytes of JSON
+    /// as they are, larger ones (a client's megabytes of `extra`) as their first bytes and
+    /// their size — so the history is bounded in bytes, not only in entries.
     pub fn record(&self, command: &'static str, args: Value) {
+        let args = compact(args, ARGS_LIMIT);
         tracing::debug!(resource = %self.resource, command, %args, "simulated command");
         let mut entries = lock(&self.entries);
         if entries.len() == HISTORY_LIMIT {
@@ -411,6 +457,27 @@ pub fn require_finite(what: &str, v: f64) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_arguments_are_kept_compactly() {
+        let small = json!({"power_pct": 0.5});
+        assert_eq!(compact(small.clone(), ARGS_LIMIT), small);
+        let nulls = Value::Array(vec![Value::Null; 1_000_000]);
+        let kept = compact(json!({"extra": nulls}), ARGS_LIMIT);
+        assert_eq!(kept["json_bytes"], json!(5_000_011));
+        assert!(kept.to_string().len() < ARGS_LIMIT, "{kept}");
+        let history = History::new("m");
+        for _ in 0..HISTORY_LIMIT + 10 {
+            history.record("stop", json!({"extra": "x".repeat(100_000)}));
+        }
+        let bytes: usize = history
+            .entries()
+            .iter()
+            .map(|e| e.args.to_string().len())
+            .sum();
+        assert_eq!(history.entries().len(), HISTORY_LIMIT);
+        assert!(bytes <= HISTORY_LIMIT * ARGS_LIMIT, "{bytes}");
+    }
 
     #[test]
     fn motion_interpolates_and_halts() {

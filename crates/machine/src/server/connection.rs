@@ -156,10 +156,14 @@ async fn serve_connection<S>(
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
     let call_span = span.clone();
+    let plaintext = options.tls.is_none();
     // Every request learns its peer, and counts as in flight until its response body is done.
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(info.clone());
+        if plaintext {
+            req.extensions_mut().insert(crate::origin::Plaintext);
+        }
         let in_flight = tracked.begin();
         let call = {
             let _entered = call_span.enter();

@@ -34,6 +34,7 @@ use crate::deadline::DeadlineLayer;
 use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
 use crate::operations::OperationsLayer;
+use crate::origin::OriginLayer;
 use crate::sessions::SessionLayer;
 use crate::webrtc::{Answerer, AnswererStats, CallQueue, Hosts, MemoryQueue, SignalingApi};
 use tether_signal::Answerers;
@@ -95,6 +96,10 @@ pub struct ServerOptions {
     pub auth: Option<Arc<Authenticator>>,
     /// WebRTC (signaling on this port and the machine's answerer), unless disabled.
     pub webrtc: Option<WebRtcOptions>,
+    /// The machine's name, when WebRTC (which also knows it) is off.
+    pub fqdn: Option<String>,
+    /// The configured bind address, when WebRTC (which also knows it) is off.
+    pub bind_address: Option<String>,
 }
 
 /// WebRTC settings of the server.
@@ -149,6 +154,8 @@ impl Default for ServerOptions {
             tls: None,
             auth: None,
             webrtc: Some(WebRtcOptions::default()),
+            fqdn: None,
+            bind_address: None,
         }
     }
 }
@@ -209,12 +216,22 @@ pub async fn run(
     let loopback_only = listeners
         .iter()
         .all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
+    // The machine's names (what `rpc-host` and a plaintext `Host` must say), known once the
+    // port is.
+    let (fqdn, bind_address) = options.webrtc.as_ref().map_or_else(
+        || (None, crate::config::DEFAULT_BIND_ADDRESS.to_string()),
+        |w| (w.fqdn.clone(), w.bind_address.clone()),
+    );
+    let hosts = Arc::new(Hosts::new(
+        port,
+        options.fqdn.as_deref().or(fqdn.as_deref()),
+        options.bind_address.as_deref().unwrap_or(&bind_address),
+    ));
     let webrtc = options.webrtc.clone().map(|w| {
-        let hosts = Arc::new(Hosts::new(port, w.fqdn.as_deref(), &w.bind_address));
         let queue = w.queue.clone();
         let api = SignalingApi::new(queue.clone(), hosts.clone(), w.ice_servers.clone())
             .with_answerers(Answerers::Embedded);
-        (w, hosts, queue, api)
+        (w, hosts.clone(), queue, api)
     });
     let router = app(
         machine.clone(),
@@ -222,6 +239,7 @@ pub async fn run(
         webrtc.as_ref().map(|(_, _, _, api)| api.clone()),
     )?;
     let service = ServiceBuilder::new()
+        .layer(OriginLayer::new(hosts.clone()))
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
         .layer(DeadlineLayer)
         .option_layer(options.auth.clone().map(AuthLayer::new))
