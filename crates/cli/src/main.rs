@@ -214,6 +214,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let options = ServerOptions {
         max_connections: config.network.max_connections,
+        max_connections_per_address: config.network.max_connections_per_address,
         idle_timeout: config.network.idle_timeout,
         tls,
         auth,

@@ -399,3 +399,474 @@ async fn oversize_extras_do_not_accumulate_in_memory() {
     let h = history(&addr, "left").await;
     assert_eq!(h.iter().filter(|c| *c == "stop").count(), 40);
 }
+
+use common::raw::{RawBody, h2_from};
+use tether_proto::viam::robot::v1 as robot;
+
+type H2 = hyper::client::conn::http2::SendRequest<RawBody>;
+
+/// A raw unary call; its reply.
+async fn call(
+    send: &mut H2,
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> common::raw::RawReply {
+    read(
+        send.send_request(grpc_request(addr, path, headers, full(grpc_frame(body))))
+            .await
+            .unwrap(),
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// The one message of a successful reply.
+fn message<M: Message + Default>(r: &common::raw::RawReply) -> M {
+    assert_eq!(r.grpc_status, Some(0), "{r:?}");
+    M::decode(&r.body[5..]).unwrap()
+}
+
+/// On an open machine anyone could keep a dead client's session alive by heartbeating its id,
+/// read from `GetSessions` (the motor ran on after its client was killed), and one caller
+/// could list and cancel another's operations. Now sessions and operations belong to the
+/// caller — its key, or on an open machine its address — and nobody may act as another: a
+/// caller on another host sees neither, cannot heartbeat the session or cancel the call, and
+/// the motor stops when its commander goes. Anyone may still stop anything (StopAll).
+#[tokio::test]
+async fn nobody_may_act_as_another_caller_and_anyone_may_stop() {
+    let server = Server::start(&[
+        "--config",
+        common::temp_file(
+            "open-500ms.json",
+            r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"},
+                               {"name": "right", "api": "rdk:component:motor", "model": "fake"}],
+                "network": {"sessions": {"heartbeat_window": "500ms"}}}"#,
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    let addr = server.addr.clone();
+    // The commander, on 127.0.0.1: a session and a running motor.
+    let mut owner = h2(&addr).await;
+    let started: robot::StartSessionResponse = message(
+        &call(
+            &mut owner,
+            &addr,
+            "/viam.robot.v1.RobotService/StartSession",
+            &[],
+            &[],
+        )
+        .await,
+    );
+    let sid = started.id.clone();
+    let set_power = motor::SetPowerRequest {
+        name: "left".into(),
+        power_pct: 0.5,
+        extra: None,
+    }
+    .encode_to_vec();
+    let r = call(
+        &mut owner,
+        &addr,
+        "/viam.component.motor.v1.MotorService/SetPower",
+        &set_power,
+        &[("viam-sid", &sid)],
+    )
+    .await;
+    assert_eq!(r.grpc_status, Some(0), "{r:?}");
+    // And a long call of its own; its id from the owner's own GetOperations.
+    let mut long_call = h2(&addr).await;
+    let pending = long_call.send_request(grpc_request(
+        &addr,
+        GO_FOR,
+        &[],
+        full(grpc_frame(&go_for("right", 100.0))),
+    ));
+    let long = tokio::spawn(pending);
+    let mut opid = String::new();
+    for _ in 0..50 {
+        let ops: robot::GetOperationsResponse = message(
+            &call(
+                &mut owner,
+                &addr,
+                "/viam.robot.v1.RobotService/GetOperations",
+                &[],
+                &[],
+            )
+            .await,
+        );
+        if let Some(op) = ops.operations.iter().find(|o| o.method == GO_FOR) {
+            opid = op.id.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!opid.is_empty(), "the owner does not see its own GoFor");
+
+    // Another host, 127.0.0.2.
+    let mut other = h2_from(&addr, "127.0.0.2").await;
+    let sessions: robot::GetSessionsResponse = message(
+        &call(
+            &mut other,
+            &addr,
+            "/viam.robot.v1.RobotService/GetSessions",
+            &[],
+            &[],
+        )
+        .await,
+    );
+    assert!(
+        sessions.sessions.is_empty(),
+        "another caller's sessions are listed: {sessions:?}"
+    );
+    let ops: robot::GetOperationsResponse = message(
+        &call(
+            &mut other,
+            &addr,
+            "/viam.robot.v1.RobotService/GetOperations",
+            &[],
+            &[],
+        )
+        .await,
+    );
+    assert!(
+        ops.operations.is_empty(),
+        "another caller's operations are listed: {ops:?}"
+    );
+    let cancel = robot::CancelOperationRequest { id: opid.clone() }.encode_to_vec();
+    let r = call(
+        &mut other,
+        &addr,
+        "/viam.robot.v1.RobotService/CancelOperation",
+        &cancel,
+        &[],
+    )
+    .await;
+    assert_eq!(r.grpc_status, Some(7), "PERMISSION_DENIED: {r:?}");
+    // The owner sees its own.
+    let ops: robot::GetOperationsResponse = message(
+        &call(
+            &mut owner,
+            &addr,
+            "/viam.robot.v1.RobotService/GetOperations",
+            &[],
+            &[],
+        )
+        .await,
+    );
+    assert!(ops.operations.iter().any(|o| o.id == opid), "{ops:?}");
+
+    // The commander goes silent; the other host heartbeats its session for it, in vain.
+    let heartbeat = robot::SendSessionHeartbeatRequest { id: sid.clone() }.encode_to_vec();
+    let gone = Instant::now();
+    let mut stopped = false;
+    while gone.elapsed() < Duration::from_secs(3) {
+        let r = call(
+            &mut other,
+            &addr,
+            "/viam.robot.v1.RobotService/SendSessionHeartbeat",
+            &heartbeat,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            r.grpc_status,
+            Some(3),
+            "a stranger's heartbeat was accepted: {r:?}"
+        );
+        assert_eq!(r.grpc_message, "SESSION_EXPIRED");
+        if history(&addr, "left").await.last().map(String::as_str) == Some("stop") {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped,
+        "the motor kept running after its commander went silent"
+    );
+    assert!(
+        gone.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        gone.elapsed()
+    );
+
+    // Anyone may stop anything: StopAll from the other host ends the long call.
+    let r = call(
+        &mut other,
+        &addr,
+        "/viam.robot.v1.RobotService/StopAll",
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(r.grpc_status, Some(0), "{r:?}");
+    let response = tokio::time::timeout(Duration::from_secs(5), long)
+        .await
+        .expect("the GoFor ends with StopAll")
+        .unwrap()
+        .unwrap();
+    let r = read(response, Duration::from_secs(5)).await;
+    assert_ne!(r.grpc_status, Some(0), "the GoFor outlived StopAll: {r:?}");
+}
+
+use common::raw::fed;
+
+/// A request that never finished held its connection slot forever: with `max_connections:
+/// 50`, 60 connections that each sent one HEADERS frame without END_STREAM (and answered
+/// pings) locked out 118 of 118 new clients for 30 s. Now a connection with no working call
+/// is idle however many calls it has open, the table makes room for a newcomer by closing the
+/// longest-idle connection, and one address holds at most a share of the slots.
+#[tokio::test]
+async fn stalled_requests_hold_no_slot_and_a_newcomer_gets_in() {
+    let config = common::temp_file(
+        "stall-50.json",
+        r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
+            "network": {"max_connections": 50}}"#,
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr.clone();
+    let version = "/viam.robot.v1.RobotService/GetVersion";
+    // The attack, from 60 addresses (no per-address cap applies).
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let ip = format!("127.0.0.{}", 2 + i);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        let Ok(tcp) = socket.connect(addr.parse().unwrap()).await else {
+            continue;
+        };
+        let Ok((mut send, conn)) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, RawBody>(hyper_util::rt::TokioIo::new(tcp))
+                .await
+        else {
+            continue;
+        };
+        tokio::spawn(conn);
+        let (tx, body) = fed();
+        let pending = send.send_request(grpc_request(&addr, version, &[], body));
+        held.push((send, tx, tokio::spawn(pending)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A legitimate client gets in within a few seconds, attack or not.
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let ch = server.channel().await;
+        match common::raw_unary(&ch, version, Vec::new()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "locked out for {:?} ({attempts} attempts): {e:?}",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let waited = started.elapsed();
+    eprintln!(
+        "a newcomer got in after {waited:?} ({attempts} attempts) during the stalled-request attack"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    drop(held);
+}
+
+/// One address holds at most a share of the slots: the 17th connection from one address is
+/// told so (the default share of 50 slots is 16), while another address gets in.
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let config = common::temp_file(
+        "per-address-50.json",
+        r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
+            "network": {"max_connections": 50}}"#,
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let version = "/viam.robot.v1.RobotService/GetVersion";
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let ch = server.channel().await;
+        common::raw_unary(&ch, version, Vec::new()).await.unwrap();
+        open.push(ch);
+    }
+    let ch = server.channel().await;
+    let err = common::raw_unary(&ch, version, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("for your address"), "{err:?}");
+    let mut other = h2_from(&server.addr, "127.0.0.9").await;
+    let r = call(&mut other, &server.addr, version, &[], &[]).await;
+    assert_eq!(r.grpc_status, Some(0), "{r:?}");
+}
+
+/// A unary request whose body never arrives whole (HTTP/2 without END_STREAM, or HTTP/1.1 with
+/// a Content-Length it never sends) ends with DEADLINE_EXCEEDED instead of waiting forever.
+#[tokio::test]
+async fn a_unary_request_that_never_finishes_is_ended() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let mut send = h2(&addr).await;
+    let (tx, body) = fed();
+    let started = Instant::now();
+    let response = send
+        .send_request(grpc_request(&addr, GO_FOR, &[], body))
+        .await
+        .unwrap();
+    let r = read(response, Duration::from_secs(30)).await;
+    assert_eq!(r.grpc_status, Some(4), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(tx);
+    // HTTP/1.1: Content-Length 1000, 10 bytes sent.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST {GO_FOR} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    // A gRPC prefix declaring a 995-byte message, then 5 of its bytes: 10 of 1000.
+    s.write_all(&[0, 0, 0, 0x03, 0xe3, 1, 2, 3, 4, 5]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}: {reply}",
+        started.elapsed()
+    );
+    assert!(
+        reply.contains("grpc-status: 4") || reply.starts_with("HTTP/1.1 4"),
+        "{reply}"
+    );
+}
+
+/// The Authenticate limiter was per address only: 50 loopback addresses gave 500 checked
+/// guesses in 0.36 s. Failures on one configured key id now share a ceiling across every
+/// address (30 at once, 3 per second after).
+#[tokio::test]
+async fn guesses_from_many_addresses_share_one_ceiling_per_key_id() {
+    let config = common::temp_file(
+        "auth-ceiling.json",
+        r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
+            "auth": {"handlers": [{"type": "api-key", "config": {"key-a": "right-key"}}]}}"#,
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr.clone();
+    let guess = tether_proto::proto::rpc::v1::AuthenticateRequest {
+        entity: "key-a".into(),
+        credentials: Some(tether_proto::proto::rpc::v1::Credentials {
+            r#type: "api-key".into(),
+            payload: "wrong".into(),
+        }),
+    }
+    .encode_to_vec();
+    let (mut refused, mut checked) = (0, 0);
+    let started = Instant::now();
+    for i in 0..20 {
+        let mut send = h2_from(&addr, &format!("127.0.1.{}", 1 + i)).await;
+        for _ in 0..10 {
+            let r = call(
+                &mut send,
+                &addr,
+                "/proto.rpc.v1.AuthService/Authenticate",
+                &guess,
+                &[],
+            )
+            .await;
+            match r.grpc_status {
+                Some(16) => checked += 1,
+                Some(8) => refused += 1,
+                other => panic!("unexpected {other:?}: {r:?}"),
+            }
+        }
+    }
+    let took = started.elapsed();
+    eprintln!("{checked} guesses checked, {refused} refused, in {took:?}");
+    // The burst, plus the refill over the run.
+    let allowed = 30 + (took.as_secs_f64() * 3.0).ceil() as usize + 1;
+    assert!(
+        checked <= allowed,
+        "{checked} guesses checked in {took:?} (allowed {allowed})"
+    );
+    assert!(refused > 0);
+}
+
+/// Monitored calls buffered their first message twice, with nothing bounding the total and no
+/// time limit while it was incomplete. Now the session layer reads field 1 where the frames
+/// lie, one connection's monitored calls hold at most 64 MiB between them (RESOURCE_EXHAUSTED
+/// beyond), and an incomplete message ends with its call's request deadline.
+#[tokio::test]
+async fn incomplete_monitored_messages_are_bounded_per_connection() {
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let mut send = h2(&addr).await;
+    let set_power = "/viam.component.motor.v1.MotorService/SetPower";
+    // Three SetPower calls each declaring a 30 MiB message and sending all but its last byte.
+    let declared: u32 = 30 << 20;
+    let mut calls = Vec::new();
+    let mut feeders = Vec::new();
+    for _ in 0..3 {
+        let (tx, body) = fed();
+        let pending = send.send_request(grpc_request(&addr, set_power, &[], body));
+        calls.push(tokio::spawn(pending));
+        feeders.push(tokio::spawn(async move {
+            let mut prefix = vec![0u8];
+            prefix.extend_from_slice(&declared.to_be_bytes());
+            let _ = tx.send(bytes::Bytes::from(prefix)).await;
+            let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+            for _ in 0..29 {
+                if tx.send(chunk.clone()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(bytes::Bytes::from(vec![0u8; (1 << 20) - 1])).await;
+            // Held open, never finished.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        }));
+    }
+    let mut codes = Vec::new();
+    for call in calls {
+        let response = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("every call is answered")
+            .unwrap()
+            .unwrap();
+        codes.push(read(response, Duration::from_secs(30)).await.grpc_status);
+    }
+    codes.sort();
+    // One is refused for the connection's budget at once; the others end at their deadline.
+    assert!(
+        codes.contains(&Some(8)),
+        "none refused for the budget: {codes:?}"
+    );
+    assert!(
+        codes.contains(&Some(4)),
+        "none ended by its deadline: {codes:?}"
+    );
+    for f in feeders {
+        f.abort();
+    }
+    // The connection and the machine still serve.
+    let r = call(
+        &mut h2(&addr).await,
+        &addr,
+        "/viam.robot.v1.RobotService/GetVersion",
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(r.grpc_status, Some(0), "{r:?}");
+}

@@ -271,16 +271,22 @@ impl TokenAuthority {
     }
 }
 
-/// Per-address token buckets of failed authentication attempts. Time is an argument.
+/// Failed attempts on one key id, from every address together, allowed at once...
+pub const KEY_FAILURE_BURST: u32 = 30;
+/// ...and refilled per second.
+pub const KEY_FAILURE_RATE: f64 = 3.0;
+
+/// Token buckets of failed authentication attempts, per key (an address, a key id). Time is
+/// an argument.
 #[derive(Debug)]
-pub struct FailureLimiter {
+pub struct FailureLimiter<K = IpAddr> {
     burst: f64,
     per_second: f64,
     max_peers: usize,
-    peers: HashMap<IpAddr, (f64, Instant)>,
+    peers: HashMap<K, (f64, Instant)>,
 }
 
-impl FailureLimiter {
+impl<K: std::hash::Hash + Eq + Clone> FailureLimiter<K> {
     /// `burst` failures allowed at once, refilled at `per_second`; at most `max_peers` tracked.
     pub fn new(burst: u32, per_second: f64, max_peers: usize) -> Self {
         Self {
@@ -291,8 +297,8 @@ impl FailureLimiter {
         }
     }
 
-    fn tokens(&self, ip: IpAddr, now: Instant) -> f64 {
-        match self.peers.get(&ip) {
+    fn tokens(&self, ip: &K, now: Instant) -> f64 {
+        match self.peers.get(ip) {
             Some((tokens, at)) => (tokens
                 + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
                 .min(self.burst),
@@ -301,7 +307,7 @@ impl FailureLimiter {
     }
 
     /// Whether `ip` may try now; if not, how long until it may.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, ip: &K, now: Instant) -> Result<(), Duration> {
         let tokens = self.tokens(ip, now);
         if tokens >= 1.0 {
             Ok(())
@@ -311,9 +317,9 @@ impl FailureLimiter {
     }
 
     /// Counts a failed attempt from `ip`.
-    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) {
+    pub fn record_failure(&mut self, ip: &K, now: Instant) {
         let tokens = (self.tokens(ip, now) - 1.0).max(0.0);
-        if self.peers.len() >= self.max_peers && !self.peers.contains_key(&ip) {
+        if self.peers.len() >= self.max_peers && !self.peers.contains_key(ip) {
             // Forget addresses whose buckets have refilled; if none have, the oldest.
             let (burst, rate) = (self.burst, self.per_second);
             self.peers.retain(|_, (t, at)| {
@@ -324,12 +330,12 @@ impl FailureLimiter {
                     .peers
                     .iter()
                     .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| *k)
+                    .map(|(k, _)| k.clone())
             {
                 self.peers.remove(&oldest);
             }
         }
-        self.peers.insert(ip, (tokens, now));
+        self.peers.insert(ip.clone(), (tokens, now));
     }
 }
 
@@ -337,6 +343,7 @@ impl FailureLimiter {
 pub struct Authenticator {
     tokens: TokenAuthority,
     failures: Mutex<FailureLimiter>,
+    key_failures: Mutex<FailureLimiter<String>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -358,6 +365,11 @@ impl Authenticator {
         Ok(Self {
             tokens: TokenAuthority::new(audience, ApiKeys::new(keys))?,
             failures: Mutex::new(FailureLimiter::new(10, 1.0, 65_536)),
+            key_failures: Mutex::new(FailureLimiter::new(
+                KEY_FAILURE_BURST,
+                KEY_FAILURE_RATE,
+                65_536,
+            )),
         })
     }
 
@@ -400,8 +412,10 @@ impl Authenticator {
             )));
         }
         let now = Instant::now();
+        // Per address (an IPv6 host owns a whole /64, so that is one address here).
+        let peer = peer.map(tether_rpc::context::address_key);
         if let Some(ip) = peer
-            && let Err(wait) = lock(&self.failures).check(ip, now)
+            && let Err(wait) = lock(&self.failures).check(&ip, now)
         {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let mut status = Status::resource_exhausted(format!(
@@ -412,11 +426,28 @@ impl Authenticator {
             }
             return Err(status);
         }
+        // And per configured key id, from every address together: many addresses (50 loopback
+        // ones gave 500 guesses in 0.36 s) share one ceiling. A flood against one key id can
+        // delay its holder's next Authenticate; tokens already issued keep working.
+        let configured = self.tokens.keys().contains(entity);
+        if configured && let Err(wait) = lock(&self.key_failures).check(&entity.to_string(), now) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut status = Status::resource_exhausted(format!(
+                "too many failed authentication attempts for this key id; retry in {secs} s"
+            ));
+            if let Ok(v) = secs.to_string().parse() {
+                status.metadata_mut().insert("retry-after", v);
+            }
+            return Err(status);
+        }
         if self.tokens.keys().check(entity, &credentials.payload) {
             Ok(self.tokens.issue(entity, API_KEY))
         } else {
             if let Some(ip) = peer {
-                lock(&self.failures).record_failure(ip, now);
+                lock(&self.failures).record_failure(&ip, now);
+            }
+            if configured {
+                lock(&self.key_failures).record_failure(&entity.to_string(), now);
             }
             tracing::warn!(?peer, key_id = %tether_rpc::context::Clipped(entity), "failed authentication");
             Err(Status::unauthenticated("invalid credentials"))
@@ -591,17 +622,17 @@ mod tests {
             ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let t0 = Instant::now();
         for _ in 0..3 {
-            l.check(ip, t0).unwrap();
-            l.record_failure(ip, t0);
+            l.check(&ip, t0).unwrap();
+            l.record_failure(&ip, t0);
         }
-        let wait = l.check(ip, t0).unwrap_err();
+        let wait = l.check(&ip, t0).unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
-        l.check(other, t0).unwrap();
-        l.check(ip, t0 + Duration::from_millis(999)).unwrap_err();
-        l.check(ip, t0 + Duration::from_secs(1)).unwrap();
+        l.check(&other, t0).unwrap();
+        l.check(&ip, t0 + Duration::from_millis(999)).unwrap_err();
+        l.check(&ip, t0 + Duration::from_secs(1)).unwrap();
         // Bounded: a third address evicts one whose bucket refilled, or the oldest.
-        l.record_failure(other, t0);
-        l.record_failure("127.0.0.3".parse().unwrap(), t0 + Duration::from_secs(1));
+        l.record_failure(&other, t0);
+        l.record_failure(&"127.0.0.3".parse().unwrap(), t0 + Duration::from_secs(1));
         assert!(l.peers.len() <= 2);
     }
 }

@@ -32,6 +32,12 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on WebRTC peer connections at once.
 pub const DEFAULT_MAX_WEBRTC_PEERS: usize = 128;
+/// The default cap of connections from one address: a quarter of the limit, but never fewer
+/// than 16 (or the whole limit, when that is smaller): a browser or an SDK opens several.
+pub fn default_per_address(max_connections: usize) -> usize {
+    (max_connections / 4).max(max_connections.min(16))
+}
+
 /// The default limit on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -114,8 +120,12 @@ pub struct NetworkConfig {
     pub no_tls: bool,
     /// Session heartbeat window, in [30 ms, 1 min].
     pub heartbeat_window: Duration,
-    /// Most connections served at once; more are refused with an explicit error.
+    /// Most connections served at once; more are refused with an explicit error (after the
+    /// longest-idle connection, if one has been idle a while, is closed to make room).
     pub max_connections: usize,
+    /// Most connections from one address (IPv4, or an IPv6 /64) at once; by default a quarter
+    /// of `max_connections`, so no single host can take every slot.
+    pub max_connections_per_address: usize,
     /// Most concurrent sessions; more are refused with RESOURCE_EXHAUSTED.
     pub max_sessions: usize,
     /// Deadline of each Stop started by a session's expiry.
@@ -149,6 +159,7 @@ impl Default for NetworkConfig {
             no_tls: false,
             heartbeat_window: DEFAULT_HEARTBEAT_WINDOW,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: default_per_address(DEFAULT_MAX_CONNECTIONS),
             max_sessions: tether_session::DEFAULT_MAX_SESSIONS,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             tls_files: None,
@@ -232,6 +243,8 @@ struct RawNetwork {
     sessions: RawSessions,
     #[serde(default)]
     max_connections: Option<usize>,
+    #[serde(default)]
+    max_connections_per_address: Option<usize>,
     #[serde(default)]
     idle_timeout: Option<String>,
     #[serde(default)]
@@ -539,6 +552,13 @@ impl RawNetwork {
             }
             net.max_connections = max;
         }
+        net.max_connections_per_address = match self.max_connections_per_address {
+            Some(0) => {
+                return Err("network.max_connections_per_address must be at least 1".into());
+            }
+            Some(n) => n.min(net.max_connections),
+            None => default_per_address(net.max_connections),
+        };
         net.ice_servers = self
             .ice_servers
             .into_iter()

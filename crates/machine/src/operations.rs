@@ -37,6 +37,8 @@ pub struct Operation {
     pub started: SystemTime,
     /// The session it runs in, if any.
     pub session_id: Mutex<Option<String>>,
+    /// Who called it (see `tether_rpc::context::owner_of`): only they see and cancel it.
+    pub owner: Arc<str>,
     cancel: CancellationToken,
     done: CancellationToken,
 }
@@ -67,7 +69,12 @@ impl Drop for OperationGuard {
 
 impl Operations {
     /// Registers a new operation for `method`, with `requested` as its id if that is free.
-    pub fn start(self: &Arc<Self>, method: &str, requested: Option<Uuid>) -> OperationGuard {
+    pub fn start(
+        self: &Arc<Self>,
+        method: &str,
+        requested: Option<Uuid>,
+        owner: Arc<str>,
+    ) -> OperationGuard {
         let mut ops = lock(&self.ops);
         let id = match requested {
             Some(id) if !ops.contains_key(&id) => id,
@@ -78,6 +85,7 @@ impl Operations {
             method: method.to_string(),
             started: SystemTime::now(),
             session_id: Mutex::new(None),
+            owner,
             cancel: CancellationToken::new(),
             done: CancellationToken::new(),
         });
@@ -215,7 +223,11 @@ where
             .get(OPID_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Uuid::parse_str(v).ok());
-        let guard = self.ops.start(req.uri().path(), requested);
+        let guard = self.ops.start(
+            req.uri().path(),
+            requested,
+            tether_rpc::context::owner_of(req.extensions()),
+        );
         let id = guard.op.id;
         let cancel = guard.op.cancel.clone();
         req.extensions_mut().insert(CurrentOperation(id));
@@ -296,12 +308,12 @@ mod tests {
     #[tokio::test]
     async fn registry_lifecycle() {
         let ops = Arc::new(Operations::default());
-        let a = ops.start("/x/A", None);
+        let a = ops.start("/x/A", None, "".into());
         let wanted = Uuid::new_v4();
-        let b = ops.start("/x/B", Some(wanted));
+        let b = ops.start("/x/B", Some(wanted), "".into());
         assert_eq!(b.op.id, wanted);
         // A requested id already in use is not reused.
-        let c = ops.start("/x/C", Some(wanted));
+        let c = ops.start("/x/C", Some(wanted), "".into());
         assert_ne!(c.op.id, wanted);
         assert_eq!(ops.len(), 3);
         assert_eq!(ops.cancel_all_except(Some(a.op.id)), 2);

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::machine::Machine;
 use crate::operations::CurrentOperation;
-use crate::sessions::{Entity, PeerInfo, PeerKind, session_expired, session_span};
+use crate::sessions::{PeerInfo, PeerKind, session_expired, session_span};
+use tether_rpc::context::owner_of;
 
 /// Serves `viam.robot.v1.RobotService` for one machine.
 #[derive(Clone)]
@@ -217,12 +218,13 @@ impl robot::robot_service_server::RobotService for RobotApi {
         r: Request<robot::GetOperationsRequest>,
     ) -> Result<Response<robot::GetOperationsResponse>, Status> {
         let own = current(&r);
+        let owner = owner_of(r.extensions());
         let operations = self
             .machine
             .operations()
             .list()
             .into_iter()
-            .filter(|op| Some(op.id) != own)
+            .filter(|op| Some(op.id) != own && op.owner == owner)
             .map(|op| robot::Operation {
                 id: op.id.to_string(),
                 method: op.method.clone(),
@@ -239,6 +241,15 @@ impl robot::robot_service_server::RobotService for RobotApi {
         r: Request<robot::CancelOperationRequest>,
     ) -> Result<Response<robot::CancelOperationResponse>, Status> {
         let id = parse_operation_id(&r.get_ref().id)?;
+        // Anyone may stop any resource (Stop, StopAll), but nobody may end another caller's
+        // call: that is acting as them.
+        if let Some(op) = self.machine.operations().get(id)
+            && op.owner != owner_of(r.extensions())
+        {
+            return Err(Status::permission_denied(format!(
+                "operation {id} is another caller's; stop the resource it drives instead"
+            )));
+        }
         // As in viam-server, cancelling an operation that no longer exists is not an error.
         self.machine.operations().cancel(id);
         Ok(Response::new(robot::CancelOperationResponse {}))
@@ -269,7 +280,7 @@ impl robot::robot_service_server::RobotService for RobotApi {
             })?),
         };
         let peer = r.extensions().get::<PeerInfo>().cloned();
-        let owner = Entity::of(r.extensions());
+        let owner = owner_of(r.extensions());
         let started = self
             .machine
             .sessions()
@@ -299,19 +310,21 @@ impl robot::robot_service_server::RobotService for RobotApi {
         let peer = r.extensions().get::<PeerInfo>().cloned();
         self.machine
             .sessions()
-            .heartbeat(id, &Entity::of(r.extensions()), peer)
+            .heartbeat(id, &owner_of(r.extensions()), peer)
             .map_err(|_| session_expired())?;
         Ok(Response::new(robot::SendSessionHeartbeatResponse {}))
     }
 
     async fn get_sessions(
         &self,
-        _r: Request<robot::GetSessionsRequest>,
+        r: Request<robot::GetSessionsRequest>,
     ) -> Result<Response<robot::GetSessionsResponse>, Status> {
+        // A caller sees its own sessions only: another owner's session ids are what it would
+        // need to heartbeat them (keep them alive) or ride on them.
         let sessions = self
             .machine
             .sessions()
-            .list()
+            .list_owned_by(&owner_of(r.extensions()))
             .into_iter()
             .map(|(id, peer)| robot::Session {
                 id: id.to_string(),

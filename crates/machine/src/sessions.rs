@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -101,6 +101,15 @@ impl Sessions {
         lock(&self.manager)
             .sessions()
             .map(|(id, p)| (id, p.clone()))
+            .collect()
+    }
+
+    /// The sessions `owner` holds, with their peers.
+    pub fn list_owned_by(&self, owner: &str) -> Vec<(SessionId, Option<PeerInfo>)> {
+        lock(&self.manager)
+            .sessions_with_owner()
+            .filter(|(_, o, _)| *o == owner)
+            .map(|(id, _, p)| (id, p.clone()))
             .collect()
     }
 
@@ -231,58 +240,221 @@ fn stop_expired(
 /// The resource a monitored call drives: its API from the service in the path
 /// (`/viam.component.motor.v1.MotorService/SetPower`), looked up in the registry, so every
 /// registered API — component or service — is treated alike; its name from field 1.
+#[cfg(test)]
 fn monitored_resource(path: &str, message: &[u8]) -> Option<ResourceName> {
-    let service = path.strip_prefix('/')?.rsplit_once('/')?.0;
-    let api = crate::apis::by_proto_service(service)?.api;
-    let name = field1_string(message)?;
-    Some(ResourceName::new(api, name))
+    Some(ResourceName::new(api_of(path)?, field1_string(message)?))
 }
 
-fn varint(b: &[u8]) -> Option<(u64, usize)> {
+/// The registered API whose service `path` calls.
+fn api_of(path: &str) -> Option<crate::resource::ApiName> {
+    let service = path.strip_prefix('/')?.rsplit_once('/')?.0;
+    Some(crate::apis::by_proto_service(service)?.api)
+}
+
+/// A forward reader over a message's bytes, wherever they lie.
+trait MessageBytes {
+    /// The next byte.
+    fn byte(&mut self) -> Option<u8>;
+    /// Skips `n` bytes; `None` past the end.
+    fn skip(&mut self, n: usize) -> Option<()>;
+    /// Bytes read so far.
+    fn position(&self) -> usize;
+    /// The message's length.
+    fn len(&self) -> usize;
+}
+
+/// A message in one slice.
+struct Slice<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl MessageBytes for Slice<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        let to = self.at.checked_add(n)?;
+        (to <= self.bytes.len()).then(|| self.at = to)
+    }
+    fn position(&self) -> usize {
+        self.at
+    }
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// A message spread over body frames, read where it lies (never joined into one buffer).
+struct Spread<'a> {
+    chunks: &'a [Bytes],
+    /// Where the message starts in the chunks' concatenation, and its length.
+    start: usize,
+    len: usize,
+    at: usize,
+}
+
+impl Spread<'_> {
+    /// The byte at `offset` of the message.
+    fn get(&self, offset: usize) -> Option<u8> {
+        let mut at = self.start + offset;
+        for c in self.chunks {
+            if at < c.len() {
+                return Some(c[at]);
+            }
+            at -= c.len();
+        }
+        None
+    }
+
+    /// Bytes `from..to` of the message, copied (a field's value: a resource name).
+    fn copy(&self, from: usize, to: usize) -> Option<Vec<u8>> {
+        (from..to).map(|i| self.get(i)).collect()
+    }
+}
+
+impl MessageBytes for Spread<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        if self.at >= self.len {
+            return None;
+        }
+        let b = self.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        let to = self.at.checked_add(n)?;
+        (to <= self.len).then(|| self.at = to)
+    }
+    fn position(&self) -> usize {
+        self.at
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+fn varint(r: &mut impl MessageBytes) -> Option<u64> {
     let mut v = 0u64;
-    for (i, byte) in b.iter().enumerate().take(10) {
+    for i in 0..10 {
+        let byte = r.byte()?;
         v |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some((v, i + 1));
+            return Some(v);
         }
     }
     None
 }
 
-/// Field 1 of a protobuf message, when it is a length-delimited UTF-8 string (the last
-/// occurrence wins, as protobuf parsers do). Reads any message generically.
-pub fn field1_string(msg: &[u8]) -> Option<&str> {
-    let mut i = 0;
+/// Where field 1 of a protobuf message lies, when it is length-delimited (the last occurrence
+/// wins, as protobuf parsers do); `None` if the message is malformed. Reads any message
+/// generically, wherever its bytes are.
+fn field1_span(r: &mut impl MessageBytes) -> Option<Option<(usize, usize)>> {
     let mut found = None;
-    while i < msg.len() {
-        let (key, n) = varint(&msg[i..])?;
-        i += n;
+    while r.position() < r.len() {
+        let key = varint(r)?;
         match key & 7 {
-            0 => i += varint(&msg[i..])?.1,
-            1 => i += 8,
-            2 => {
-                let (len, n) = varint(&msg[i..])?;
-                let start = i + n;
-                let end = start.checked_add(usize::try_from(len).ok()?)?;
-                if end > msg.len() {
-                    return None;
-                }
-                if key >> 3 == 1 {
-                    found = Some(std::str::from_utf8(&msg[start..end]).ok()?);
-                }
-                i = end;
+            0 => {
+                varint(r)?;
             }
-            5 => i += 4,
+            1 => r.skip(8)?,
+            2 => {
+                let len = usize::try_from(varint(r)?).ok()?;
+                let start = r.position();
+                r.skip(len)?;
+                if key >> 3 == 1 {
+                    found = Some((start, start + len));
+                }
+            }
+            5 => r.skip(4)?,
             _ => return None,
         }
     }
-    found
+    Some(found)
+}
+
+/// Field 1 of a protobuf message, when it is a length-delimited UTF-8 string (the last
+/// occurrence wins, as protobuf parsers do). Reads any message generically.
+pub fn field1_string(msg: &[u8]) -> Option<&str> {
+    let (start, end) = field1_span(&mut Slice { bytes: msg, at: 0 })??;
+    std::str::from_utf8(&msg[start..end]).ok()
+}
+
+/// Field 1 of a message that starts `start` bytes into `chunks` and is `len` long, copying
+/// only the field's value.
+fn field1_string_spread(chunks: &[Bytes], start: usize, len: usize) -> Option<String> {
+    let mut spread = Spread {
+        chunks,
+        start,
+        len,
+        at: 0,
+    };
+    let (from, to) = field1_span(&mut spread)??;
+    String::from_utf8(spread.copy(from, to)?).ok()
+}
+
+/// The bytes of monitored calls' first messages one connection may hold while the session
+/// layer reads them (a request extension set per connection): two messages of the largest
+/// size. Beyond it a monitored call is refused with `RESOURCE_EXHAUSTED`.
+#[derive(Debug, Clone)]
+pub struct BufferBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+/// The bytes one connection's monitored calls may hold at once.
+pub const CONNECTION_BUFFER_BUDGET: usize = 2 * crate::limits::MAX_MESSAGE_BYTES;
+
+impl Default for BufferBudget {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicUsize::new(
+            CONNECTION_BUFFER_BUDGET,
+        )))
+    }
+}
+
+impl BufferBudget {
+    /// Takes `n` bytes from the budget; `None` (and nothing taken) if it has not that many.
+    fn take(&self, n: usize) -> Option<Reserved> {
+        use std::sync::atomic::Ordering;
+        let mut left = self.0.load(Ordering::Acquire);
+        loop {
+            let rest = left.checked_sub(n)?;
+            match self
+                .0
+                .compare_exchange_weak(left, rest, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Some(Reserved {
+                        budget: self.clone(),
+                        n,
+                    });
+                }
+                Err(now) => left = now,
+            }
+        }
+    }
+}
+
+/// Bytes taken from a [`BufferBudget`], given back when dropped.
+struct Reserved {
+    budget: BufferBudget,
+    n: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget
+            .0
+            .fetch_add(self.n, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A request body that first replays frames already read from it.
 pub struct Replay<B> {
     buffered: VecDeque<Frame<Bytes>>,
     inner: B,
+    /// The connection budget the buffered frames hold, given back once they are replayed.
+    reserved: Vec<Reserved>,
 }
 
 impl<B> http_body::Body for Replay<B>
@@ -297,6 +469,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         if let Some(frame) = self.buffered.pop_front() {
+            if self.buffered.is_empty() {
+                self.reserved.clear();
+            }
             return Poll::Ready(Some(Ok(frame)));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
@@ -307,35 +482,80 @@ where
     }
 }
 
-/// Reads frames until the first gRPC message is complete (or the body ends). Returns the frames
-/// read and the first message's bytes when it is complete and uncompressed.
+/// The first message of a monitored call as the session layer read it.
+struct FirstMessage {
+    /// The frames read, to be replayed to the handler.
+    frames: VecDeque<Frame<Bytes>>,
+    /// The budget they hold.
+    reserved: Vec<Reserved>,
+    /// Field 1 of the first message, when it is complete, uncompressed and has one.
+    name: Option<String>,
+}
+
+/// Reads frames until the first gRPC message is complete (or the body ends), holding them
+/// against the connection's budget and never joining them: field 1 is read where it lies.
 async fn read_first_message<B>(
     body: &mut B,
-) -> Result<(VecDeque<Frame<Bytes>>, Option<Bytes>), tonic::Status>
+    budget: &BufferBudget,
+) -> Result<FirstMessage, tonic::Status>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut frames = VecDeque::new();
-    let mut data = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut reserved = Vec::new();
+    let mut total = 0usize;
     loop {
-        if let Some(prefix) = Prefix::parse(&data) {
-            let end = PREFIX_LEN + prefix.len;
-            if data.len() >= end {
-                let message =
-                    (!prefix.compressed).then(|| data.split().freeze().slice(PREFIX_LEN..end));
-                return Ok((frames, message));
+        if total >= PREFIX_LEN {
+            let mut prefix = [0u8; PREFIX_LEN];
+            let spread = Spread {
+                chunks: &chunks,
+                start: 0,
+                len: total,
+                at: 0,
+            };
+            for (i, b) in prefix.iter_mut().enumerate() {
+                *b = spread.get(i).unwrap_or(0);
+            }
+            if let Some(prefix) = Prefix::parse(&prefix)
+                && total >= PREFIX_LEN + prefix.len
+            {
+                let name = if prefix.compressed {
+                    None
+                } else {
+                    field1_string_spread(&chunks, PREFIX_LEN, prefix.len)
+                };
+                return Ok(FirstMessage {
+                    frames,
+                    reserved,
+                    name,
+                });
             }
         }
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
-                    data.extend_from_slice(d);
+                    let Some(r) = budget.take(d.len()) else {
+                        return Err(tonic::Status::resource_exhausted(
+                            "too many bytes of safety-monitored calls are buffered on this \
+                             connection; retry when they finish",
+                        ));
+                    };
+                    reserved.push(r);
+                    total += d.len();
+                    chunks.push(d.clone());
                 }
                 frames.push_back(frame);
             }
             Some(Err(e)) => return Err(tonic::Status::from_error(e.into())),
-            None => return Ok((frames, None)),
+            None => {
+                return Ok(FirstMessage {
+                    frames,
+                    reserved,
+                    name: None,
+                });
+            }
         }
     }
 }
@@ -397,6 +617,7 @@ where
             return Box::pin(inner.call(req.map(|inner| Replay {
                 buffered: VecDeque::new(),
                 inner,
+                reserved: Vec::new(),
             })));
         }
         let machine = self.machine.clone();
@@ -415,16 +636,22 @@ where
                     ))));
                 }
             };
-            let owner = Entity::of(req.extensions());
+            let owner = tether_rpc::context::owner_of(req.extensions());
             let path = req.uri().path().to_string();
+            let budget = req
+                .extensions()
+                .get::<BufferBudget>()
+                .cloned()
+                .unwrap_or_default();
             let (parts, mut body) = req.into_parts();
-            let (buffered, first) = match read_first_message(&mut body).await {
+            let first = match read_first_message(&mut body, &budget).await {
                 Ok(read) => read,
                 Err(status) => return Ok(status_response(status)),
             };
             let resource = first
+                .name
                 .as_deref()
-                .and_then(|m| monitored_resource(&path, m))
+                .and_then(|name| Some(ResourceName::new(api_of(&path)?, name)))
                 .filter(|r| machine.resources().get(&r.api, &r.name).is_some());
             if machine.sessions().admit(session, &owner, resource).is_err() {
                 return Ok(status_response(session_expired()));
@@ -438,8 +665,9 @@ where
                 .call(Request::from_parts(
                     parts,
                     Replay {
-                        buffered,
+                        buffered: first.frames,
                         inner: body,
+                        reserved: first.reserved,
                     },
                 ))
                 .await
@@ -450,6 +678,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field1_is_read_where_it_lies_across_frames() {
+        let mut msg = vec![0x11];
+        msg.extend_from_slice(&0.5f64.to_le_bytes());
+        msg.extend_from_slice(&[0x0a, 4, b'l', b'e', b'f', b't', 0x9a, 0x06, 0x00]);
+        let mut body = crate::sessions::tests::prefixed(&msg);
+        // Every way of cutting the prefixed message into two or three frames reads the same.
+        for a in 0..body.len() {
+            for b in a..body.len() {
+                let chunks = [
+                    Bytes::copy_from_slice(&body[..a]),
+                    Bytes::copy_from_slice(&body[a..b]),
+                    Bytes::copy_from_slice(&body[b..]),
+                ];
+                assert_eq!(
+                    field1_string_spread(&chunks, PREFIX_LEN, msg.len()).as_deref(),
+                    Some("left"),
+                    "cut at {a}, {b}"
+                );
+            }
+        }
+        // Truncated: no name.
+        body.truncate(body.len() - 4);
+        let chunks = [Bytes::from(body)];
+        assert_eq!(field1_string_spread(&chunks, PREFIX_LEN, msg.len()), None);
+    }
+
+    pub(super) fn prefixed(msg: &[u8]) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        v.extend_from_slice(msg);
+        v
+    }
+
+    #[test]
+    fn the_connection_budget_is_taken_and_given_back() {
+        let budget = BufferBudget::default();
+        let a = budget.take(CONNECTION_BUFFER_BUDGET - 10).unwrap();
+        assert!(budget.take(11).is_none());
+        let b = budget.take(10).unwrap();
+        drop(a);
+        assert!(budget.take(CONNECTION_BUFFER_BUDGET - 10).is_some());
+        drop(b);
+    }
 
     #[test]
     fn field1_is_found_generically() {

@@ -62,6 +62,26 @@ pub fn is_safety_monitored(path: &str) -> bool {
     safety_monitored_methods().contains(path)
 }
 
+/// The gRPC paths of every method whose client streams (client-streaming and bidi): their
+/// request bodies may stay open, where a unary or server-streaming call's request is one
+/// message.
+pub fn client_streaming_methods() -> &'static BTreeSet<String> {
+    static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        descriptor_pool()
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|method| method.is_client_streaming())
+            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+            .collect()
+    })
+}
+
+/// Whether the method at this path streams from the client (unknown paths do not).
+pub fn is_client_streaming(path: &str) -> bool {
+    client_streaming_methods().contains(path)
+}
+
 /// Service names (`package.Service`) of every service in the descriptor set.
 pub fn service_names() -> Vec<String> {
     descriptor_pool()
@@ -121,6 +141,19 @@ mod tests {
             "/viam.component.motor.v1.MotorService/Stop"
         ));
         assert!(!is_safety_monitored("/viam.robot.v1.RobotService/StopAll"));
+    }
+
+    #[test]
+    fn client_streaming_is_read_from_the_descriptors() {
+        assert!(is_client_streaming(
+            "/proto.rpc.webrtc.v1.SignalingService/Answer"
+        ));
+        assert!(!is_client_streaming(
+            "/viam.component.motor.v1.MotorService/GoFor"
+        ));
+        assert!(!is_client_streaming(
+            "/viam.robot.v1.RobotService/StreamStatus"
+        ));
     }
 
     #[test]

@@ -50,6 +50,86 @@ impl Entity {
     }
 }
 
+/// Who a caller is, for owning sessions and operations: the entity it authenticated as, or —
+/// on a machine without authentication — its IP address (`address:127.0.0.1`), which a third
+/// party on another host does not share (the Python SDK heartbeats on a second connection from
+/// the same address). Nobody may act as another owner: use its session, see or cancel its
+/// operations.
+pub fn owner_of(extensions: &http::Extensions) -> Arc<str> {
+    if let Some(Entity(entity)) = extensions.get::<Entity>()
+        && !entity.is_empty()
+    {
+        return entity.clone();
+    }
+    match extensions.get::<PeerInfo>().and_then(|p| p.remote) {
+        Some(remote) => Arc::from(address_owner(remote.ip()).as_str()),
+        None => Arc::from(""),
+    }
+}
+
+/// Which addresses count as one host for per-address limits: an IPv4 address, or an IPv6 /64
+/// (one host can hold a whole /64); IPv4-mapped IPv6 is IPv4.
+pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn ipv6_hosts_are_their_slash_64() {
+    let a = address_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+    let b = address_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+    let c = address_key("2001:db8:1:3::1".parse().unwrap());
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(
+        address_key("::ffff:10.0.0.1".parse().unwrap()),
+        "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+}
+
+/// The owner name of an unauthenticated caller at `ip`.
+pub fn address_owner(ip: std::net::IpAddr) -> String {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    format!("address:{ip}")
+}
+
+#[cfg(test)]
+#[test]
+fn owners_are_the_entity_or_else_the_address() {
+    let mut e = http::Extensions::new();
+    assert_eq!(&*owner_of(&e), "");
+    e.insert(PeerInfo {
+        kind: PeerKind::Grpc,
+        remote: Some("127.0.0.2:5555".parse().unwrap()),
+        local: None,
+    });
+    assert_eq!(&*owner_of(&e), "address:127.0.0.2");
+    e.insert(Entity(Arc::from("")));
+    assert_eq!(&*owner_of(&e), "address:127.0.0.2");
+    e.insert(Entity(Arc::from("key-a")));
+    assert_eq!(&*owner_of(&e), "key-a");
+    let mut v6 = http::Extensions::new();
+    v6.insert(PeerInfo {
+        kind: PeerKind::Grpc,
+        remote: Some("[::ffff:10.0.0.1]:1".parse().unwrap()),
+        local: None,
+    });
+    assert_eq!(&*owner_of(&v6), "address:10.0.0.1");
+}
+
 /// How much of a client-supplied string a log line keeps.
 pub const MAX_LOGGED: usize = 128;
 

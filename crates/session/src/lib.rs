@@ -272,7 +272,14 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
         out
     }
 
-    /// Every session with its peer.
+    /// Every live session with its owner and peer.
+    pub fn sessions_with_owner(&self) -> impl Iterator<Item = (SessionId, &str, &P)> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| (*id, s.owner.as_str(), &s.peer))
+    }
+
+    /// Every live session with its peer.
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &P)> {
         self.sessions.iter().map(|(id, s)| (*id, &s.peer))
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use tether_rpc::address::split_host_port;
-use tether_rpc::context::{Entity, PeerInfo};
+use tether_rpc::context::{PeerInfo, owner_of};
 
 use crate::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
 
@@ -222,7 +222,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         r: Request<pb::CallRequest>,
     ) -> Result<Response<BoxStream<pb::CallResponse>>, Status> {
         let hosts = self.hosts_of(&r, 1, 1)?;
-        let entity = Entity::of(r.extensions());
+        let entity = owner_of(r.extensions());
         let r = r.into_inner();
         if r.sdp.is_empty() {
             return Err(Status::invalid_argument("offer SDP is empty"));
@@ -287,7 +287,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         r: Request<pb::CallUpdateRequest>,
     ) -> Result<Response<pb::CallUpdateResponse>, Status> {
         self.hosts_of(&r, 1, 1)?;
-        let entity = Entity::of(r.extensions());
+        let entity = owner_of(r.extensions());
         let r = r.into_inner();
         use pb::call_update_request::Update;
         let update = match r.update {

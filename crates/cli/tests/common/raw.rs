@@ -51,6 +51,25 @@ pub async fn h2(addr: &str) -> hyper::client::conn::http2::SendRequest<RawBody> 
     send
 }
 
+/// An HTTP/2 connection from another loopback address (`127.0.0.2`): another host, as far as
+/// the machine can tell.
+pub async fn h2_from(
+    addr: &str,
+    local_ip: &str,
+) -> hyper::client::conn::http2::SendRequest<RawBody> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{local_ip}:0").parse().unwrap())
+        .unwrap();
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 /// An HTTP/1.1 connection.
 pub async fn h1(addr: &str) -> hyper::client::conn::http1::SendRequest<RawBody> {
     let tcp = TcpStream::connect(addr).await.unwrap();

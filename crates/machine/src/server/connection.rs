@@ -8,9 +8,11 @@
 //! closed, so a flood of idle connections cannot hold the slots of legitimate clients for
 //! longer than that.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::idle::Activity;
+use super::idle::{Activity, CallActivity, TrackedBody, TrackedResponse};
 use super::negotiate::{Protocol, negotiate};
 use super::{ServerOptions, Stack};
-use crate::operations::Holding;
 use crate::sessions::{PeerInfo, PeerKind};
+use tether_rpc::sync::lock;
 
 /// HTTP/2 flow-control window of a connection (2 MiB).
 const CONNECTION_WINDOW: u32 = 2 << 20;
@@ -46,6 +48,82 @@ const MAX_REJECTING: usize = 64;
 /// How long an over-limit connection is kept to deliver its rejection.
 const REJECT_LINGER: Duration = Duration::from_secs(3);
 
+/// How long a connection must have been idle to be closed for a newcomer when the table is
+/// full: long enough that a client between two calls keeps its connection.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a newcomer waits for the slot of the connection closed for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// One open connection, as the table knows it.
+struct Entry {
+    key: IpAddr,
+    activity: Arc<Activity>,
+    evict: CancellationToken,
+}
+
+/// The open connections: how many each address holds, and which one has done nothing for
+/// the longest (to make room for a newcomer when every slot is taken).
+#[derive(Default)]
+struct Table {
+    next: u64,
+    entries: HashMap<u64, Entry>,
+}
+
+impl Table {
+    fn count(&self, key: IpAddr) -> usize {
+        self.entries.values().filter(|e| e.key == key).count()
+    }
+
+    fn add(&mut self, key: IpAddr, activity: Arc<Activity>, evict: CancellationToken) -> u64 {
+        self.next += 1;
+        self.entries.insert(
+            self.next,
+            Entry {
+                key,
+                activity,
+                evict,
+            },
+        );
+        self.next
+    }
+
+    /// Asks the connection that has been idle longest (at least [`EVICTABLE_AFTER`]) to close;
+    /// whether there was one.
+    fn evict_most_idle(&mut self) -> bool {
+        let victim = self
+            .entries
+            .values()
+            .filter(|e| !e.evict.is_cancelled())
+            .filter_map(|e| Some((e.activity.quiet()?, e)))
+            .filter(|(quiet, _)| *quiet >= EVICTABLE_AFTER)
+            .max_by_key(|(quiet, _)| *quiet);
+        match victim {
+            Some((quiet, e)) => {
+                tracing::info!(
+                    ?quiet,
+                    "connection table full; closing the longest-idle connection for a newcomer"
+                );
+                e.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a connection from the table when it ends.
+struct Registered {
+    table: Arc<Mutex<Table>>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.table).entries.remove(&self.id);
+    }
+}
+
 /// Accepts on every listener until `stop`, serving each connection on `tracker`.
 pub(crate) fn accept_all<S: Stack>(
     listeners: Vec<TcpListener>,
@@ -57,15 +135,17 @@ pub(crate) fn accept_all<S: Stack>(
     let options = Arc::new(options);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let table = Arc::new(Mutex::new(Table::default()));
 
     for listener in listeners {
-        let (service, options, slots, rejecting, stop, conns) = (
+        let (service, options, slots, rejecting, stop, conns, table) = (
             service.clone(),
             options.clone(),
             slots.clone(),
             rejecting.clone(),
             stop.clone(),
             tracker.clone(),
+            table.clone(),
         );
         tracker.spawn(async move {
             loop {
@@ -82,41 +162,103 @@ pub(crate) fn accept_all<S: Stack>(
                     },
                 };
                 let _ = stream.set_nodelay(true);
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let (service, options, stop) =
-                            (service.clone(), options.clone(), stop.clone());
-                        let span = tracing::info_span!(
-                            "connection",
-                            %peer,
-                            transport = tracing::field::Empty
-                        );
-                        conns.spawn(tracing::Instrument::instrument(
-                            async move {
-                                serve_connection(stream, peer, service, &options, stop).await;
-                                drop(permit);
-                            },
-                            span,
-                        ));
-                    }
-                    Err(_) => match rejecting.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let (options, max) = (options.clone(), options.max_connections);
-                            tracing::warn!(%peer, max, "connection limit reached; refusing connection");
-                            conns.spawn(async move {
-                                reject_connection(stream, &options, max).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            tracing::warn!(%peer, "connection limit reached and rejection queue full; closing connection");
-                        }
-                    },
+                let key = tether_rpc::context::address_key(peer.ip());
+                let per_address = options.max_connections_per_address;
+                if lock(&table).count(key) >= per_address {
+                    let message = format!(
+                        "connection limit reached for your address: this machine serves at \
+                         most {per_address} connections from one address at once; close idle \
+                         connections"
+                    );
+                    refuse(&conns, &rejecting, &options, stream, peer, message);
+                    continue;
                 }
+                let permit = slots.clone().try_acquire_owned().ok();
+                let (service, options, stop, slots, table, rejecting, tracker) = (
+                    service.clone(),
+                    options.clone(),
+                    stop.clone(),
+                    slots.clone(),
+                    table.clone(),
+                    rejecting.clone(),
+                    conns.clone(),
+                );
+                let span = tracing::info_span!(
+                    "connection",
+                    %peer,
+                    transport = tracing::field::Empty
+                );
+                conns.spawn(tracing::Instrument::instrument(
+                    async move {
+                        // Every slot taken: make room by closing the longest-idle connection
+                        // (a stalled or silent one), and take its slot once it is gone.
+                        let permit = match permit {
+                            Some(p) => p,
+                            None => {
+                                let evicted = lock(&table).evict_most_idle();
+                                let freed = if evicted {
+                                    tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned())
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok)
+                                } else {
+                                    None
+                                };
+                                match freed {
+                                    Some(p) => p,
+                                    None => {
+                                        let max = options.max_connections;
+                                        tracing::warn!(%peer, max, "connection limit reached; refusing connection");
+                                        let message = format!(
+                                            "connection limit reached: this machine serves at most \
+                                             {max} connections at once; close idle connections or \
+                                             try again later"
+                                        );
+                                        refuse(&tracker, &rejecting, &options, stream, peer, message);
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        let activity = Arc::new(Activity::new());
+                        let evict = CancellationToken::new();
+                        let id = lock(&table).add(key, activity.clone(), evict.clone());
+                        let _registered = Registered { table, id };
+                        serve_connection(stream, peer, service, &options, stop, activity, evict)
+                            .await;
+                        drop(permit);
+                    },
+                    span,
+                ));
             }
         });
     }
     options
+}
+
+/// Answers an over-limit connection with `message` and closes it, on a task of its own while
+/// the rejection queue has room; closes it at once otherwise.
+fn refuse(
+    tracker: &TaskTracker,
+    rejecting: &Arc<Semaphore>,
+    options: &Arc<ServerOptions>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    message: String,
+) {
+    match rejecting.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tracing::warn!(%peer, "{message}");
+            let options = options.clone();
+            tracker.spawn(async move {
+                reject_connection(stream, &options, message).await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "connection refused and rejection queue full; closing connection");
+        }
+    }
 }
 
 async fn serve_connection<S>(
@@ -125,6 +267,8 @@ async fn serve_connection<S>(
     service: S,
     options: &ServerOptions,
     stop: CancellationToken,
+    activity: Arc<Activity>,
+    evict: CancellationToken,
 ) where
     S: Stack,
 {
@@ -132,14 +276,17 @@ async fn serve_connection<S>(
     // Set up by the accept loop: every log line of the connection, and of each call on it,
     // says whose connection it is.
     let span = tracing::Span::current();
-    let (io, protocol) =
-        match negotiate(stream, options.tls.as_ref(), options.header_read_timeout).await {
-            Ok(negotiated) => negotiated,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "closing connection");
-                return;
-            }
-        };
+    let negotiated = tokio::select! {
+        n = negotiate(stream, options.tls.as_ref(), options.header_read_timeout) => n,
+        _ = evict.cancelled() => Err("closed to make room for a newcomer before its first request".into()),
+    };
+    let (io, protocol) = match negotiated {
+        Ok(negotiated) => negotiated,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "closing connection");
+            return;
+        }
+    };
     span.record(
         "transport",
         match protocol {
@@ -153,18 +300,28 @@ async fn serve_connection<S>(
         remote: Some(peer),
         local,
     };
-    let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
+    let request_deadline = options.request_timeout;
     let call_span = span.clone();
+    // One budget for the first messages every monitored call on this connection buffers.
+    let budget = crate::sessions::BufferBudget::default();
     let plaintext = options.tls.is_none();
     // Every request learns its peer, and counts as in flight until its response body is done.
     let service = tower::service_fn(move |req: Request<Incoming>| {
-        let mut req = req.map(Body::new);
+        let call_activity = CallActivity::new(&tracked);
+        // A unary (or server-streaming) call's request is one message: it must arrive whole in
+        // time. Client-streaming calls may keep their request open.
+        let path = req.uri().path();
+        let streaming =
+            tether_proto::is_client_streaming(path) || path.starts_with("/grpc.reflection.");
+        let deadline = (!streaming).then_some(request_deadline);
+        let mut req =
+            req.map(|body| Body::new(TrackedBody::new(body, call_activity.clone(), deadline)));
         req.extensions_mut().insert(info.clone());
+        req.extensions_mut().insert(budget.clone());
         if plaintext {
             req.extensions_mut().insert(crate::origin::Plaintext);
         }
-        let in_flight = tracked.begin();
         let call = {
             let _entered = call_span.enter();
             service.clone().oneshot(req)
@@ -172,7 +329,9 @@ async fn serve_connection<S>(
         tracing::Instrument::instrument(
             async move {
                 let response = call.await?;
-                Ok::<_, Infallible>(response.map(|body| Body::new(Holding::new(body, in_flight))))
+                Ok::<_, Infallible>(
+                    response.map(|body| Body::new(TrackedResponse::new(body, call_activity))),
+                )
             },
             call_span.clone(),
         )
@@ -197,6 +356,11 @@ async fn serve_connection<S>(
                     tracing::debug!(%peer, timeout = ?options.idle_timeout, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     // A peer that no longer answers would hold a graceful close open; bound it.
+                    tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+                _ = evict.cancelled() => {
+                    tracing::debug!(%peer, "closing an idle connection to make room for a newcomer");
+                    conn.as_mut().graceful_shutdown();
                     tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
                 }
             }
@@ -234,15 +398,11 @@ async fn serve_connection<S>(
 }
 
 /// Answers every request on an over-limit connection with a clear error, then closes it.
-async fn reject_connection(stream: TcpStream, options: &ServerOptions, max: usize) {
+async fn reject_connection(stream: TcpStream, options: &ServerOptions, message: String) {
     let timeout = options.header_read_timeout.min(REJECT_LINGER);
     let Ok((io, protocol)) = negotiate(stream, options.tls.as_ref(), timeout).await else {
         return;
     };
-    let message = format!(
-        "connection limit reached: this machine serves at most {max} connections at once; \
-         close idle connections or try again later"
-    );
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let message = message.clone();
         async move {

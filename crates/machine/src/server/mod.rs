@@ -78,6 +78,10 @@ pub enum ServeError {
 pub struct ServerOptions {
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections from one address (an IPv4 address or an IPv6 /64) at once.
+    pub max_connections_per_address: usize,
+    /// Time a unary call's request has to arrive whole.
+    pub request_timeout: Duration,
     /// Time a new connection has to send its first bytes (HTTP/2 preface or HTTP/1 headers).
     pub header_read_timeout: Duration,
     /// Interval of HTTP/2 keepalive pings.
@@ -145,6 +149,10 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: crate::config::default_per_address(
+                crate::config::DEFAULT_MAX_CONNECTIONS,
+            ),
+            request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(20),

@@ -228,6 +228,7 @@ where
                 local: None,
             },
             entity,
+            budget: crate::sessions::BufferBudget::default(),
         };
         // Serve until the channel ends, ICE fails or the peer closes, or shutdown.
         let mut reason = "data channel closed";

@@ -50,6 +50,8 @@ const WRITE_BUFFER: usize = 256;
 pub struct ConnectionContext {
     pub info: PeerInfo,
     pub entity: Arc<str>,
+    /// The channel's budget for monitored calls' first messages.
+    pub budget: crate::sessions::BufferBudget,
 }
 
 type BodySender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
@@ -267,6 +269,7 @@ where
         }
     };
     req.extensions_mut().insert(context.info.clone());
+    req.extensions_mut().insert(context.budget.clone());
     req.extensions_mut().insert(Entity(context.entity.clone()));
     req.extensions_mut().insert(ChannelAuthenticated);
     let headers_sent = AtomicBool::new(false);
