@@ -153,6 +153,11 @@ impl Audience {
     }
 }
 
+/// The process's token signing key could not be made (the system's random source failed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot generate the token signing key")]
+pub struct SigningKeyError;
+
 /// Issues and verifies access tokens.
 pub struct TokenAuthority {
     key_pair: Ed25519KeyPair,
@@ -164,12 +169,10 @@ pub struct TokenAuthority {
 
 impl TokenAuthority {
     /// A new signing key for this process, for tokens with this audience, accepting these keys.
-    pub fn new(audience: &str, keys: ApiKeys) -> Result<Self, String> {
+    pub fn new(audience: &str, keys: ApiKeys) -> Result<Self, SigningKeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| "cannot generate a token signing key".to_string())?;
-        let key_pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|_| "cannot load the token signing key".to_string())?;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SigningKeyError)?;
+        let key_pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| SigningKeyError)?;
         let kid = B64.encode(key_pair.public_key().as_ref());
         Ok(Self {
             key_pair,
@@ -361,7 +364,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// An authenticator accepting `keys`, minting tokens for `audience`.
-    pub fn new(audience: &str, keys: &HashMap<String, String>) -> Result<Self, String> {
+    pub fn new(audience: &str, keys: &HashMap<String, String>) -> Result<Self, SigningKeyError> {
         Ok(Self {
             tokens: TokenAuthority::new(audience, ApiKeys::new(keys))?,
             failures: Mutex::new(FailureLimiter::new(10, 1.0, 65_536)),

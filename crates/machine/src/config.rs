@@ -779,10 +779,15 @@ fn valid_name(name: &str) -> bool {
 
 pub use tether_rpc::address::split_host_port;
 
+/// A text that is not a Go duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration like \"2s\", \"500ms\" or \"1m30s\"")]
+pub struct DurationError(pub String);
+
 /// Parses a Go duration string (`"2s"`, `"30ms"`, `"1m30s"`, `"1.5s"`; units ns, us, µs, ms, s,
 /// m, h), as viam-server configs write them.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like \"2s\", \"500ms\" or \"1m30s\"");
+pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError(text.to_string());
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());

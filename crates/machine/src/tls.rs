@@ -40,10 +40,23 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
+/// A certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot generate a certificate for {names:?}: {reason}")]
+pub struct CertificateError {
+    /// The names it was for.
+    pub names: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
 /// A self-signed certificate and its key (both PEM) valid for `names` (DNS names or IPs).
-pub fn self_signed(names: &[String]) -> Result<(String, String), String> {
-    let certified = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| format!("cannot generate a certificate for {names:?}: {e}"))?;
+pub fn self_signed(names: &[String]) -> Result<(String, String), CertificateError> {
+    let certified =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| CertificateError {
+            names: names.to_vec(),
+            reason: e.to_string(),
+        })?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
 

@@ -1,13 +1,25 @@
 //! `host:port` addresses as config files and `rpc-host` write them.
 
+/// An address that is not `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// No `:port`.
+    #[error("{0:?} is not host:port")]
+    NoPort(String),
+    /// The port is not a number in 0-65535.
+    #[error("{address:?}: port {port:?} is not a number in 0-65535")]
+    BadPort { address: String, port: String },
+}
+
 /// Splits `host:port`, `[v6]:port` or `:port` (every interface). The host may be a name.
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+pub fn split_host_port(address: &str) -> Result<(String, u16), AddressError> {
     let (host, port) = address
         .rsplit_once(':')
-        .ok_or_else(|| format!("{address:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{address:?}: port {port:?} is not a number in 0-65535"))?;
+        .ok_or_else(|| AddressError::NoPort(address.to_string()))?;
+    let port: u16 = port.parse().map_err(|_| AddressError::BadPort {
+        address: address.to_string(),
+        port: port.to_string(),
+    })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     Ok((host.to_string(), port))
@@ -26,6 +38,11 @@ mod tests {
             ("robot.local".into(), 1)
         );
         assert!(split_host_port("localhost").is_err());
-        assert!(split_host_port("h:99999").unwrap_err().contains("port"));
+        assert!(
+            split_host_port("h:99999")
+                .unwrap_err()
+                .to_string()
+                .contains("port")
+        );
     }
 }

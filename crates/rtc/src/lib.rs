@@ -163,6 +163,13 @@ fn encode_sdp(desc: &RTCSessionDescription) -> Result<String, RtcError> {
     Ok(B64.encode(json))
 }
 
+/// Checks a signaled session description (`kind`: `offer` or `answer`) as the engine would
+/// read it: base64 of `{"type","sdp"}` JSON, an SDP that parses. For validating input at the
+/// edge (and fuzzing); a peer calls this through its own handshake.
+pub fn check_signaled_sdp(encoded: &str, kind: &str) -> Result<(), RtcError> {
+    decode_sdp(encoded, kind).map(|_| ())
+}
+
 /// Decodes a signaled session description and checks its type (`offer` or `answer`).
 fn decode_sdp(encoded: &str, want: &str) -> Result<RTCSessionDescription, RtcError> {
     let json = B64

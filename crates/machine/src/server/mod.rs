@@ -171,7 +171,7 @@ impl Default for ServerOptions {
 /// Binds `host:port` on every address the host resolves to (`localhost` → 127.0.0.1 and ::1),
 /// all on one port. Addresses that cannot be bound are skipped if at least one can.
 pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
-    let (host, port) = split_host_port(address).map_err(ServeError::Address)?;
+    let (host, port) = split_host_port(address).map_err(|e| ServeError::Address(e.to_string()))?;
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|source| ServeError::Bind {
