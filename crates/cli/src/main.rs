@@ -219,14 +219,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         auth,
         webrtc: (!config.network.disable_webrtc).then(|| server::WebRtcOptions {
-            fqdn: config.network.fqdn.clone(),
-            bind_address: config.network.bind_address.clone(),
             ice_servers: config.network.ice_servers.clone(),
             max_peers: config.network.max_webrtc_peers,
             ..server::WebRtcOptions::default()
         }),
         fqdn: config.network.fqdn.clone(),
-        bind_address: Some(config.network.bind_address.clone()),
+        bind_address: config.network.bind_address.clone(),
         ..ServerOptions::default()
     };
     server::run(listeners, machine.clone(), options, shutdown).await?;

@@ -96,14 +96,6 @@ impl Sessions {
         lock(&self.manager).heartbeat(Instant::now(), id, owner, peer.map(Some))
     }
 
-    /// Every session with its peer.
-    pub fn list(&self) -> Vec<(SessionId, Option<PeerInfo>)> {
-        lock(&self.manager)
-            .sessions()
-            .map(|(id, p)| (id, p.clone()))
-            .collect()
-    }
-
     /// The sessions `owner` holds, with their peers.
     pub fn list_owned_by(&self, owner: &str) -> Vec<(SessionId, Option<PeerInfo>)> {
         lock(&self.manager)

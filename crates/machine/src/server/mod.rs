@@ -100,19 +100,16 @@ pub struct ServerOptions {
     pub auth: Option<Arc<Authenticator>>,
     /// WebRTC (signaling on this port and the machine's answerer), unless disabled.
     pub webrtc: Option<WebRtcOptions>,
-    /// The machine's name, when WebRTC (which also knows it) is off.
+    /// The machine's name: an `rpc-host` and a plaintext `Host` it answers to, and the
+    /// answerer's host.
     pub fqdn: Option<String>,
-    /// The configured bind address, when WebRTC (which also knows it) is off.
-    pub bind_address: Option<String>,
+    /// The configured bind address (`host:port`), also a name it answers to.
+    pub bind_address: String,
 }
 
 /// WebRTC settings of the server.
 #[derive(Clone)]
 pub struct WebRtcOptions {
-    /// The machine's name (an `rpc-host` it answers to).
-    pub fqdn: Option<String>,
-    /// The configured bind address (`host:port`), also an `rpc-host` it answers to.
-    pub bind_address: String,
     /// STUN/TURN servers for the answerer, also handed to callers by `OptionalWebRTCConfig`.
     pub ice_servers: Vec<tether_rtc::IceServer>,
     /// Most peer connections at once.
@@ -125,8 +122,6 @@ pub struct WebRtcOptions {
 impl std::fmt::Debug for WebRtcOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebRtcOptions")
-            .field("fqdn", &self.fqdn)
-            .field("bind_address", &self.bind_address)
             .field("ice_servers", &self.ice_servers.len())
             .field("max_peers", &self.max_peers)
             .finish_non_exhaustive()
@@ -136,8 +131,6 @@ impl std::fmt::Debug for WebRtcOptions {
 impl Default for WebRtcOptions {
     fn default() -> Self {
         Self {
-            fqdn: None,
-            bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
             ice_servers: Vec::new(),
             max_peers: crate::config::DEFAULT_MAX_WEBRTC_PEERS,
             queue: Arc::new(MemoryQueue::default()),
@@ -163,7 +156,7 @@ impl Default for ServerOptions {
             auth: None,
             webrtc: Some(WebRtcOptions::default()),
             fqdn: None,
-            bind_address: None,
+            bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
         }
     }
 }
@@ -216,7 +209,6 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    // The machine's names as `rpc-host`, known once the port is.
     let port = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -226,25 +218,20 @@ pub async fn run(
         .all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     // The machine's names (what `rpc-host` and a plaintext `Host` must say), known once the
     // port is.
-    let (fqdn, bind_address) = options.webrtc.as_ref().map_or_else(
-        || (None, crate::config::DEFAULT_BIND_ADDRESS.to_string()),
-        |w| (w.fqdn.clone(), w.bind_address.clone()),
-    );
     let hosts = Arc::new(Hosts::new(
         port,
-        options.fqdn.as_deref().or(fqdn.as_deref()),
-        options.bind_address.as_deref().unwrap_or(&bind_address),
+        options.fqdn.as_deref(),
+        &options.bind_address,
     ));
     let webrtc = options.webrtc.clone().map(|w| {
-        let queue = w.queue.clone();
-        let api = SignalingApi::new(queue.clone(), hosts.clone(), w.ice_servers.clone())
+        let api = SignalingApi::new(w.queue.clone(), hosts.clone(), w.ice_servers.clone())
             .with_answerers(Answerers::Embedded);
-        (w, hosts.clone(), queue, api)
+        (w, api)
     });
     let router = app(
         machine.clone(),
         options.auth.clone(),
-        webrtc.as_ref().map(|(_, _, _, api)| api.clone()),
+        webrtc.as_ref().map(|(_, api)| api.clone()),
     )?;
     let service = ServiceBuilder::new()
         .layer(OriginLayer::new(hosts.clone()))
@@ -256,9 +243,9 @@ pub async fn run(
         .service(router);
     let expiry = tokio::spawn(machine.sessions().clone().run_expiry(machine.clone()));
     let answerer_stop = CancellationToken::new();
-    let answerer = webrtc.map(|(w, hosts, queue, _)| {
+    let answerer = webrtc.map(|(w, _)| {
         let answerer = Answerer {
-            queue,
+            queue: w.queue,
             hosts: vec![hosts.canonical.clone()],
             peer_config: tether_rtc::PeerConfig {
                 ice_servers: w.ice_servers,

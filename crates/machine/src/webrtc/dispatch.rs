@@ -288,7 +288,7 @@ where
         send(encode_trailers(
             stream,
             tonic::Code::DeadlineExceeded as i32,
-            "context deadline exceeded",
+            crate::deadline::DEADLINE_MESSAGE,
             &[],
         ))
         .await;
