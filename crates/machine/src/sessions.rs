@@ -279,31 +279,54 @@ impl MessageBytes for Slice<'_> {
     }
 }
 
-/// A message spread over body frames, read where it lies (never joined into one buffer).
+/// A message spread over body frames, read where it lies (never joined into one buffer),
+/// with a forward cursor: reading is one step per byte however many frames there are.
 struct Spread<'a> {
     chunks: &'a [Bytes],
-    /// Where the message starts in the chunks' concatenation, and its length.
+    /// Where the message starts in the chunks' concatenation.
     start: usize,
+    /// The message's length, and how much of it has been read.
     len: usize,
     at: usize,
+    /// The cursor: a chunk, and an offset in it.
+    chunk: usize,
+    offset: usize,
 }
 
-impl Spread<'_> {
-    /// The byte at `offset` of the message.
-    fn get(&self, offset: usize) -> Option<u8> {
-        let mut at = self.start + offset;
-        for c in self.chunks {
-            if at < c.len() {
-                return Some(c[at]);
+impl<'a> Spread<'a> {
+    /// A message of `len` bytes that starts `start` bytes into `chunks`.
+    fn new(chunks: &'a [Bytes], start: usize, len: usize) -> Self {
+        let mut spread = Self {
+            chunks,
+            start,
+            len,
+            at: 0,
+            chunk: 0,
+            offset: 0,
+        };
+        spread.advance(start);
+        spread
+    }
+
+    /// Moves the cursor `n` bytes on across chunks.
+    fn advance(&mut self, mut n: usize) {
+        while let Some(c) = self.chunks.get(self.chunk) {
+            let here = c.len() - self.offset;
+            if n < here {
+                self.offset += n;
+                return;
             }
-            at -= c.len();
+            n -= here;
+            self.chunk += 1;
+            self.offset = 0;
         }
-        None
     }
 
     /// Bytes `from..to` of the message, copied (a field's value: a resource name).
     fn copy(&self, from: usize, to: usize) -> Option<Vec<u8>> {
-        (from..to).map(|i| self.get(i)).collect()
+        let mut fresh = Spread::new(self.chunks, self.start, self.len);
+        fresh.skip(from)?;
+        (from..to).map(|_| fresh.byte()).collect()
     }
 }
 
@@ -312,13 +335,24 @@ impl MessageBytes for Spread<'_> {
         if self.at >= self.len {
             return None;
         }
-        let b = self.get(self.at)?;
+        // Past the end of a chunk: on to the next non-empty one.
+        while self.chunks.get(self.chunk)?.len() == self.offset {
+            self.chunk += 1;
+            self.offset = 0;
+        }
+        let b = self.chunks.get(self.chunk)?[self.offset];
+        self.offset += 1;
         self.at += 1;
         Some(b)
     }
     fn skip(&mut self, n: usize) -> Option<()> {
         let to = self.at.checked_add(n)?;
-        (to <= self.len).then(|| self.at = to)
+        if to > self.len {
+            return None;
+        }
+        self.advance(n);
+        self.at = to;
+        Some(())
     }
     fn position(&self) -> usize {
         self.at
@@ -377,12 +411,7 @@ pub fn field1_string(msg: &[u8]) -> Option<&str> {
 /// Field 1 of a message that starts `start` bytes into `chunks` and is `len` long, copying
 /// only the field's value.
 fn field1_string_spread(chunks: &[Bytes], start: usize, len: usize) -> Option<String> {
-    let mut spread = Spread {
-        chunks,
-        start,
-        len,
-        at: 0,
-    };
+    let mut spread = Spread::new(chunks, start, len);
     let (from, to) = field1_span(&mut spread)??;
     String::from_utf8(spread.copy(from, to)?).ok()
 }
@@ -405,24 +434,11 @@ impl Default for BufferBudget {
 }
 
 impl BufferBudget {
-    /// Takes `n` bytes from the budget; `None` (and nothing taken) if it has not that many.
-    fn take(&self, n: usize) -> Option<Reserved> {
-        use std::sync::atomic::Ordering;
-        let mut left = self.0.load(Ordering::Acquire);
-        loop {
-            let rest = left.checked_sub(n)?;
-            match self
-                .0
-                .compare_exchange_weak(left, rest, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    return Some(Reserved {
-                        budget: self.clone(),
-                        n,
-                    });
-                }
-                Err(now) => left = now,
-            }
+    /// A reservation of nothing yet, to grow as frames are held.
+    fn reserve(&self) -> Reserved {
+        Reserved {
+            budget: self.clone(),
+            n: 0,
         }
     }
 }
@@ -431,6 +447,31 @@ impl BufferBudget {
 struct Reserved {
     budget: BufferBudget,
     n: usize,
+}
+
+impl Reserved {
+    /// Takes `n` more bytes; false (and nothing taken) if the budget has not that many.
+    fn grow(&mut self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut left = self.budget.0.load(Ordering::Acquire);
+        loop {
+            let Some(rest) = left.checked_sub(n) else {
+                return false;
+            };
+            match self.budget.0.compare_exchange_weak(
+                left,
+                rest,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.n += n;
+                    return true;
+                }
+                Err(now) => left = now,
+            }
+        }
+    }
 }
 
 impl Drop for Reserved {
@@ -446,7 +487,7 @@ pub struct Replay<B> {
     buffered: VecDeque<Frame<Bytes>>,
     inner: B,
     /// The connection budget the buffered frames hold, given back once they are replayed.
-    reserved: Vec<Reserved>,
+    reserved: Option<Reserved>,
 }
 
 impl<B> http_body::Body for Replay<B>
@@ -462,7 +503,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         if let Some(frame) = self.buffered.pop_front() {
             if self.buffered.is_empty() {
-                self.reserved.clear();
+                self.reserved = None;
             }
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -479,7 +520,7 @@ struct FirstMessage {
     /// The frames read, to be replayed to the handler.
     frames: VecDeque<Frame<Bytes>>,
     /// The budget they hold.
-    reserved: Vec<Reserved>,
+    reserved: Reserved,
     /// Field 1 of the first message, when it is complete, uncompressed and has one.
     name: Option<String>,
 }
@@ -496,45 +537,39 @@ where
 {
     let mut frames = VecDeque::new();
     let mut chunks: Vec<Bytes> = Vec::new();
-    let mut reserved = Vec::new();
+    let mut reserved = budget.reserve();
     let mut total = 0usize;
+    // The first message's prefix, once its five bytes are in.
+    let mut prefix: Option<Prefix> = None;
     loop {
-        if total >= PREFIX_LEN {
-            let mut prefix = [0u8; PREFIX_LEN];
-            let spread = Spread {
-                chunks: &chunks,
-                start: 0,
-                len: total,
-                at: 0,
+        if prefix.is_none() && total >= PREFIX_LEN {
+            let mut head = Spread::new(&chunks, 0, PREFIX_LEN);
+            let bytes: Option<Vec<u8>> = (0..PREFIX_LEN).map(|_| head.byte()).collect();
+            prefix = bytes.as_deref().and_then(Prefix::parse);
+        }
+        if let Some(p) = prefix
+            && total >= PREFIX_LEN + p.len
+        {
+            let name = if p.compressed {
+                None
+            } else {
+                field1_string_spread(&chunks, PREFIX_LEN, p.len)
             };
-            for (i, b) in prefix.iter_mut().enumerate() {
-                *b = spread.get(i).unwrap_or(0);
-            }
-            if let Some(prefix) = Prefix::parse(&prefix)
-                && total >= PREFIX_LEN + prefix.len
-            {
-                let name = if prefix.compressed {
-                    None
-                } else {
-                    field1_string_spread(&chunks, PREFIX_LEN, prefix.len)
-                };
-                return Ok(FirstMessage {
-                    frames,
-                    reserved,
-                    name,
-                });
-            }
+            return Ok(FirstMessage {
+                frames,
+                reserved,
+                name,
+            });
         }
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
-                    let Some(r) = budget.take(d.len()) else {
+                    if !reserved.grow(d.len()) {
                         return Err(tonic::Status::resource_exhausted(
                             "too many bytes of safety-monitored calls are buffered on this \
                              connection; retry when they finish",
                         ));
-                    };
-                    reserved.push(r);
+                    }
                     total += d.len();
                     chunks.push(d.clone());
                 }
@@ -609,7 +644,7 @@ where
             return Box::pin(inner.call(req.map(|inner| Replay {
                 buffered: VecDeque::new(),
                 inner,
-                reserved: Vec::new(),
+                reserved: None,
             })));
         }
         let machine = self.machine.clone();
@@ -659,7 +694,7 @@ where
                     Replay {
                         buffered: first.frames,
                         inner: body,
-                        reserved: first.reserved,
+                        reserved: Some(first.reserved),
                     },
                 ))
                 .await
@@ -708,11 +743,13 @@ mod tests {
     #[test]
     fn the_connection_budget_is_taken_and_given_back() {
         let budget = BufferBudget::default();
-        let a = budget.take(CONNECTION_BUFFER_BUDGET - 10).unwrap();
-        assert!(budget.take(11).is_none());
-        let b = budget.take(10).unwrap();
+        let mut a = budget.reserve();
+        assert!(a.grow(CONNECTION_BUFFER_BUDGET - 10));
+        let mut b = budget.reserve();
+        assert!(!b.grow(11));
+        assert!(b.grow(10));
         drop(a);
-        assert!(budget.take(CONNECTION_BUFFER_BUDGET - 10).is_some());
+        assert!(budget.reserve().grow(CONNECTION_BUFFER_BUDGET - 10));
         drop(b);
     }
 
