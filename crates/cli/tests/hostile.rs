@@ -49,13 +49,7 @@ async fn history(addr: &str, name: &str) -> Vec<String> {
         command: Some(command),
     }
     .encode_to_vec();
-    let r = read(
-        send.send_request(grpc_request(addr, DO_COMMAND, &[], full(grpc_frame(&body))))
-            .await
-            .unwrap(),
-        Duration::from_secs(10),
-    )
-    .await;
+    let r = call(&mut send, addr, DO_COMMAND, &body, &[]).await;
     assert_eq!(r.grpc_status, Some(0), "{r:?}");
     let text = String::from_utf8_lossy(&r.body).to_string();
     ["go_for", "set_power", "stop"]
@@ -73,16 +67,12 @@ async fn grpc_timeouts_are_enforced_and_malformed_ones_refused() {
     let addr = &server.addr;
     let mut send = h2(addr).await;
     let started = Instant::now();
-    let r = read(
-        send.send_request(grpc_request(
-            addr,
-            GO_FOR,
-            &[("grpc-timeout", "300m")],
-            full(grpc_frame(&go_for("left", 3.0))),
-        ))
-        .await
-        .unwrap(),
-        Duration::from_secs(10),
+    let r = call(
+        &mut send,
+        addr,
+        GO_FOR,
+        &go_for("left", 3.0),
+        &[("grpc-timeout", "300m")],
     )
     .await;
     let took = started.elapsed();
@@ -104,32 +94,24 @@ async fn grpc_timeouts_are_enforced_and_malformed_ones_refused() {
     assert!(!moving, "the deadline's GoFor still runs");
 
     // `0n` has already passed.
-    let r = read(
-        send.send_request(grpc_request(
-            addr,
-            GO_FOR,
-            &[("grpc-timeout", "0n")],
-            full(grpc_frame(&go_for("right", 1.0))),
-        ))
-        .await
-        .unwrap(),
-        Duration::from_secs(10),
+    let r = call(
+        &mut send,
+        addr,
+        GO_FOR,
+        &go_for("right", 1.0),
+        &[("grpc-timeout", "0n")],
     )
     .await;
     assert_eq!(r.grpc_status, Some(4), "{r:?}");
 
     let before = history(addr, "right").await;
     for bad in ["-1S", "garbage", "1H1S", "123456789S"] {
-        let r = read(
-            send.send_request(grpc_request(
-                addr,
-                GO_FOR,
-                &[("grpc-timeout", bad)],
-                full(grpc_frame(&go_for("right", 1.0))),
-            ))
-            .await
-            .unwrap(),
-            Duration::from_secs(10),
+        let r = call(
+            &mut send,
+            addr,
+            GO_FOR,
+            &go_for("right", 1.0),
+            &[("grpc-timeout", bad)],
         )
         .await;
         assert_eq!(
@@ -400,7 +382,7 @@ async fn oversize_extras_do_not_accumulate_in_memory() {
     assert_eq!(h.iter().filter(|c| *c == "stop").count(), 40);
 }
 
-use common::raw::{RawBody, h2_from};
+use common::raw::{RawBody, h2_from, try_h2_from};
 use tether_proto::viam::robot::v1 as robot;
 
 type H2 = hyper::client::conn::http2::SendRequest<RawBody>;
@@ -633,19 +615,9 @@ async fn stalled_requests_hold_no_slot_and_a_newcomer_gets_in() {
     let mut held = Vec::new();
     for i in 0..60 {
         let ip = format!("127.0.0.{}", 2 + i);
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-        let Ok(tcp) = socket.connect(addr.parse().unwrap()).await else {
+        let Some(mut send) = try_h2_from(&addr, &ip).await else {
             continue;
         };
-        let Ok((mut send, conn)) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .handshake::<_, RawBody>(hyper_util::rt::TokioIo::new(tcp))
-                .await
-        else {
-            continue;
-        };
-        tokio::spawn(conn);
         let (tx, body) = fed();
         let pending = send.send_request(grpc_request(&addr, version, &[], body));
         held.push((send, tx, tokio::spawn(pending)));

@@ -32,42 +32,52 @@ pub fn fed() -> (mpsc::Sender<Bytes>, RawBody) {
     (tx, StreamBody::new(stream).boxed())
 }
 
-/// A gRPC message with its 5-byte prefix.
+/// A gRPC message with its 5-byte prefix (tether-rpc's).
 pub fn grpc_frame(message: &[u8]) -> Bytes {
-    let mut v = vec![0u8];
-    v.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    v.extend_from_slice(message);
-    Bytes::from(v)
+    [
+        &tether_rpc::grpc::message_prefix(message.len())[..],
+        message,
+    ]
+    .concat()
+    .into()
+}
+
+/// HTTP/2 (prior knowledge) over `tcp`, its connection driven on a task of its own.
+async fn handshake(
+    tcp: TcpStream,
+) -> Result<hyper::client::conn::http2::SendRequest<RawBody>, hyper::Error> {
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 /// An HTTP/2 (prior knowledge) connection.
 pub async fn h2(addr: &str) -> hyper::client::conn::http2::SendRequest<RawBody> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tcp))
+    handshake(TcpStream::connect(addr).await.unwrap())
         .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
+        .unwrap()
 }
 
 /// An HTTP/2 connection from another loopback address (`127.0.0.2`): another host, as far as
-/// the machine can tell.
+/// the machine can tell; `None` if the machine refused it.
+pub async fn try_h2_from(
+    addr: &str,
+    local_ip: &str,
+) -> Option<hyper::client::conn::http2::SendRequest<RawBody>> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{local_ip}:0").parse().ok()?).ok()?;
+    let tcp = socket.connect(addr.parse().ok()?).await.ok()?;
+    handshake(tcp).await.ok()
+}
+
+/// [`try_h2_from`], which must succeed.
 pub async fn h2_from(
     addr: &str,
     local_ip: &str,
 ) -> hyper::client::conn::http2::SendRequest<RawBody> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{local_ip}:0").parse().unwrap())
-        .unwrap();
-    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
+    try_h2_from(addr, local_ip).await.unwrap()
 }
 
 /// An HTTP/1.1 connection.
