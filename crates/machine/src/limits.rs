@@ -88,15 +88,22 @@ impl<S> tower::Layer<S> for MessageLimitLayer {
 /// The limit of one request message on `path`: signaling carries an SDP or a candidate, so it
 /// gets a small one; every other service the machine-wide one.
 fn limit_for(path: &str, machine_wide: usize) -> usize {
-    if path.starts_with(SIGNALING_PREFIX) {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map(|(s, _)| s);
+    if service == Some(SIGNALING_SERVICE) {
         tether_signal::service::MAX_SIGNALING_MESSAGE.min(machine_wide)
     } else {
         machine_wide
     }
 }
 
-/// The path prefix of the signaling service's methods.
-const SIGNALING_PREFIX: &str = "/proto.rpc.webrtc.v1.SignalingService/";
+/// The signaling service's name, as the generated server declares it.
+const SIGNALING_SERVICE: &str =
+    <tether_proto::proto::rpc::webrtc::v1::signaling_service_server::SignalingServiceServer<
+        tether_signal::SignalingApi,
+    > as tonic::server::NamedService>::NAME;
 
 /// See [`MessageLimitLayer`].
 #[derive(Clone)]
