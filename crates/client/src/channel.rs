@@ -91,6 +91,9 @@ pub(crate) struct ClientState {
     /// The events of the first dial, sent before anyone could subscribe.
     pub(crate) first_dial: Vec<ConnectionEvent>,
     suspicions: mpsc::UnboundedSender<Suspicion>,
+    /// Dropped with the client: the heartbeat thread, holding a receiver, learns at once that
+    /// the client is gone and sends nothing more.
+    pub(crate) lifetime: tokio::sync::watch::Sender<()>,
 }
 
 /// Why the supervisor should look at the connection.
@@ -459,6 +462,7 @@ impl RobotChannel {
             events,
             first_dial,
             suspicions,
+            lifetime: tokio::sync::watch::Sender::new(()),
         });
         tokio::spawn(crate::reconnect::supervise(
             Arc::downgrade(&inner),

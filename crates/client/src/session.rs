@@ -11,7 +11,11 @@
 //!
 //! - On **direct gRPC**, over a second authenticated connection of the thread's own (as the
 //!   official SDKs do) to the same address — the same network path as the commanding
-//!   connection — so a heartbeat is never queued behind application calls on that runtime.
+//!   connection — so a heartbeat is never queued behind application calls on that runtime;
+//!   and, the same heartbeat, over the commanding connection as well. On a lossy link a lost
+//!   segment stalls a TCP connection (everything behind it waits for the retransmission),
+//!   and the machine hears from whichever connection is not stalled. Until the thread's own
+//!   connection is up, the commanding one carries them alone.
 //! - On **WebRTC**, over the commanding peer connection itself. A separate TCP connection
 //!   would take a different path (TCP to the signaling address rather than the ICE-selected
 //!   UDP pair): it could keep a session — and a motor — alive after the data channel died, or
@@ -174,9 +178,14 @@ impl ClientSession {
 
 /// Every heartbeat timing of the client, derived from the session's window `W` in one place.
 ///
-/// Heartbeats go every W/5, each may take W/4, and a suspect connection is probed for W/2, so
-/// a dead link is reported within about one window while one slow heartbeat is not a lost
-/// link. Before the machine has said its window (no session yet) the client assumes the
+/// Heartbeats go every W/5 on a fixed schedule, each on its own stream: a slow answer never
+/// holds back the next heartbeat, so the machine keeps receiving them as long as the path
+/// delivers anything within the window. The client gives up on the path when the machine
+/// would give up on the session: when no heartbeat has been answered for a whole window. It
+/// then redials its heartbeat connection and asks the supervisor to probe the commanding one
+/// (W/2). A single heartbeat that takes longer than W/5 is not a lost link: on a link with
+/// jitter that is ordinary, and redialing would cost the handshakes during which no heartbeat
+/// flows. Before the machine has said its window (no session yet) the client assumes the
 /// protocol's default, [`HeartbeatPolicy::FALLBACK_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatPolicy {
@@ -209,9 +218,16 @@ impl HeartbeatPolicy {
         self.window / 5
     }
 
-    /// How long one heartbeat may take before it counts as failed: W/4.
+    /// How long one heartbeat is waited for: W. By then the machine has either had a later
+    /// one or expired the session, so its answer no longer matters.
     pub fn heartbeat_timeout(&self) -> Duration {
-        self.window / 4
+        self.window
+    }
+
+    /// How long without any heartbeat answered before the path counts as lost: W, the time
+    /// the machine allows between heartbeats.
+    pub fn silence_limit(&self) -> Duration {
+        self.window
     }
 
     /// How long a probe of a suspect connection may take: W/2, at least [`Self::MIN_PROBE`].
@@ -230,7 +246,8 @@ impl HeartbeatPolicy {
 fn heartbeat_timings_follow_the_window() {
     let p = HeartbeatPolicy::new(Duration::from_secs(2));
     assert_eq!(p.period(), Duration::from_millis(400));
-    assert_eq!(p.heartbeat_timeout(), Duration::from_millis(500));
+    assert_eq!(p.heartbeat_timeout(), Duration::from_secs(2));
+    assert_eq!(p.silence_limit(), Duration::from_secs(2));
     assert_eq!(p.probe_timeout(), Duration::from_secs(1));
     assert_eq!(
         HeartbeatPolicy::new(Duration::from_millis(30)).probe_timeout(),
@@ -253,22 +270,132 @@ fn window_of(response: &StartSessionResponse) -> Option<Duration> {
 /// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
 /// or the client is gone.
 fn spawn_heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
+    let Some(gone) = client.upgrade().map(|c| c.lifetime.subscribe()) else {
+        return;
+    };
     let spawned = crate::runtime_thread("tether-heartbeat", move || {
-        heartbeat_loop(client, id, window)
+        heartbeat_loop(client, id, window, gone)
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the heartbeat thread and its runtime");
     }
 }
 
-async fn heartbeat_loop(client: Weak<ClientState>, id: String, window: Duration) {
+/// How one heartbeat ended.
+enum Answer {
+    /// The machine answered: the path works.
+    Alive,
+    /// The machine no longer has the session.
+    Expired,
+    /// The call failed on the way: the connection it used is broken.
+    Failed(String),
+    /// No answer within the heartbeat timeout.
+    Unanswered,
+}
+
+async fn send_heartbeat(
+    via: Transport,
+    id: String,
+    token: Option<String>,
+    timeout: Duration,
+) -> Answer {
+    let request = authorized(SendSessionHeartbeatRequest { id }, token.as_deref());
+    let sent = tokio::time::timeout(
+        timeout,
+        RobotServiceClient::new(via).send_session_heartbeat(request),
+    )
+    .await;
+    match sent {
+        Ok(Ok(_)) => Answer::Alive,
+        Ok(Err(status)) if is_session_expired(&status) => Answer::Expired,
+        // The machine answered, but every stream of the connection is taken: the path works.
+        // If it lasts a window the session lapses (the machine stops what it drove), as it
+        // must when heartbeats cannot get through.
+        Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+            tracing::debug!(%status, "heartbeat refused: the connection is saturated");
+            Answer::Alive
+        }
+        Ok(Err(status)) => Answer::Failed(status.message().to_string()),
+        Err(_) => Answer::Unanswered,
+    }
+}
+
+async fn heartbeat_loop(
+    client: Weak<ClientState>,
+    id: String,
+    window: Duration,
+    mut gone: tokio::sync::watch::Receiver<()>,
+) {
+    tokio::select! {
+        // The client was dropped: not one heartbeat more.
+        _ = gone.changed() => {}
+        () = heartbeats(client, id, window) => {}
+    }
+}
+
+type Dialed = Result<(Channel, Option<String>), String>;
+
+async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
     let policy = HeartbeatPolicy::new(window);
     let mut tick = tokio::time::interval(policy.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The thread's own direct connection, while the client's transport is direct.
+    // The thread's own direct connection, while the client's transport is direct. Until it is
+    // up (first dialed, or redialed), heartbeats take the commanding connection: a handshake
+    // takes round trips the window may not have.
     let mut connection: Option<(Channel, Option<String>)> = None;
+    let mut dialing: Option<tokio::task::JoinHandle<Dialed>> = None;
+    let mut in_flight = tokio::task::JoinSet::new();
+    // When a heartbeat was last answered, or the path last (re)started.
+    let mut last_answer = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(done) = in_flight.join_next() => {
+                match done.unwrap_or(Answer::Failed("the heartbeat task failed".into())) {
+                    Answer::Alive => last_answer = tokio::time::Instant::now(),
+                    Answer::Expired => {
+                        if let Some(inner) = client.upgrade()
+                            && inner.session.end(&id)
+                        {
+                            inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
+                        }
+                        return;
+                    }
+                    Answer::Failed(cause) => {
+                        tracing::debug!(%cause, "heartbeat failed; redialing");
+                        connection = None;
+                        if let Some(inner) = client.upgrade() {
+                            inner.suspect(format!("heartbeat failed: {cause}"));
+                        }
+                    }
+                    Answer::Unanswered => {}
+                }
+                continue;
+            }
+            Some(dialed) = async { Some(dialing.as_mut()?.await) } => {
+                dialing = None;
+                match dialed {
+                    Ok(Ok(c)) => connection = Some(c),
+                    Ok(Err(cause)) => {
+                        tracing::debug!(%cause, "heartbeat connection failed");
+                        if let Some(inner) = client.upgrade() {
+                            inner.suspect(format!("heartbeat connection failed: {cause}"));
+                        }
+                    }
+                    Err(_) => {}
+                }
+                continue;
+            }
+        }
+        if last_answer.elapsed() >= policy.silence_limit() {
+            tracing::debug!(limit = ?policy.silence_limit(), "no heartbeat answered for a window; redialing");
+            // Heartbeats still on the old connection may yet arrive: they finish on their own.
+            connection = None;
+            last_answer = tokio::time::Instant::now();
+            if let Some(inner) = client.upgrade() {
+                inner.suspect("no heartbeat answered for a whole window".into());
+            }
+        }
         let (address, credentials, tls, transport, token) = {
             let Some(inner) = client.upgrade() else {
                 return;
@@ -284,75 +411,47 @@ async fn heartbeat_loop(client: Weak<ClientState>, id: String, window: Duration)
                 inner.token(),
             )
         };
-        let (via, token) = match transport {
-            Transport::WebRtc(rtc) => {
+        let token = token.map(|t| t.to_string());
+        let (via, token) = match (transport, &connection) {
+            (Transport::WebRtc(rtc), _) => {
                 connection = None;
-                (Transport::WebRtc(rtc), token.map(|t| t.to_string()))
+                (Transport::WebRtc(rtc), token)
             }
-            Transport::Direct(_) => {
-                if connection.is_none() {
-                    let dialed = tokio::time::timeout(
-                        policy.dial_timeout(),
-                        connect_authenticated(&address, &tls, credentials.as_ref()),
-                    )
-                    .await;
-                    match dialed {
-                        Ok(Ok(c)) => connection = Some(c),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "heartbeat connection failed");
-                            if let Some(inner) = client.upgrade() {
-                                inner.suspect(format!("heartbeat connection failed: {e}"));
-                            }
-                            continue;
+            (commanding @ Transport::Direct(_), Some((own, own_token))) => {
+                // The same heartbeat on the commanding connection too: a lost segment stalls
+                // a TCP connection for about a round trip and a reorder window, and with two
+                // connections the machine hears from whichever is not stalled.
+                in_flight.spawn(send_heartbeat(
+                    commanding,
+                    id.clone(),
+                    token.clone(),
+                    policy.heartbeat_timeout(),
+                ));
+                (Transport::Direct(own.clone()), own_token.clone())
+            }
+            (commanding @ Transport::Direct(_), None) => {
+                if dialing.is_none() {
+                    let timeout = policy.dial_timeout();
+                    dialing = Some(tokio::spawn(async move {
+                        match tokio::time::timeout(
+                            timeout,
+                            connect_authenticated(&address, &tls, credentials.as_ref()),
+                        )
+                        .await
+                        {
+                            Ok(dialed) => dialed.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!("no connection within {timeout:?}")),
                         }
-                        Err(_) => continue,
-                    }
+                    }));
                 }
-                let Some((channel, token)) = &connection else {
-                    continue;
-                };
-                (Transport::Direct(channel.clone()), token.clone())
+                (commanding, token)
             }
         };
-        let request = authorized(
-            SendSessionHeartbeatRequest { id: id.clone() },
-            token.as_deref(),
-        );
-        let sent = tokio::time::timeout(
+        in_flight.spawn(send_heartbeat(
+            via,
+            id.clone(),
+            token,
             policy.heartbeat_timeout(),
-            RobotServiceClient::new(via).send_session_heartbeat(request),
-        )
-        .await;
-        match sent {
-            Ok(Ok(_)) => {}
-            Ok(Err(status)) if is_session_expired(&status) => {
-                if let Some(inner) = client.upgrade()
-                    && inner.session.end(&id)
-                {
-                    inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
-                }
-                return;
-            }
-            // The machine answered: the link works, but every stream of the peer connection
-            // is taken. Not a reason to reconnect; if it lasts a window, the session lapses
-            // (the machine stops what it drove), as it must when heartbeats cannot get through.
-            Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
-                tracing::debug!(%status, "heartbeat refused: the connection is saturated");
-            }
-            Ok(Err(status)) => {
-                tracing::debug!(%status, "heartbeat failed; redialing");
-                connection = None;
-                if let Some(inner) = client.upgrade() {
-                    inner.suspect(format!("heartbeat failed: {}", status.message()));
-                }
-            }
-            Err(_) => {
-                tracing::debug!("heartbeat timed out; redialing");
-                connection = None;
-                if let Some(inner) = client.upgrade() {
-                    inner.suspect("heartbeat timed out".into());
-                }
-            }
-        }
+        ));
     }
 }
