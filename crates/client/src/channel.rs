@@ -47,7 +47,7 @@ impl Transport {
 
     /// Ends the transport on purpose (it was replaced). A direct channel just goes when its
     /// last clone does; a WebRTC connection is closed now, failing its open calls.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Self::WebRtc(rtc) = self {
             rtc.close("replaced by a new connection");
         }
@@ -159,19 +159,26 @@ impl ClientState {
         self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Dials this machine again, as the options say.
-    pub(crate) async fn dial(
-        &self,
+    /// Dials the client's machine again, as the options say, without keeping the client
+    /// alive meanwhile: `None` if every handle of it was dropped before the dial began.
+    pub(crate) async fn redial(
+        client: &std::sync::Weak<Self>,
         attempt: u32,
-    ) -> Result<(Transport, Option<String>), ClientError> {
-        dial_transport(
-            &self.address,
-            &self.options,
-            attempt,
-            &|e| self.emit(e),
-            lost_hook(&self.suspicions),
-        )
-        .await
+    ) -> Option<Result<(Transport, Option<String>), ClientError>> {
+        let (address, options, suspicions) = {
+            let inner = client.upgrade()?;
+            (
+                inner.address.clone(),
+                inner.options.clone(),
+                inner.suspicions.clone(),
+            )
+        };
+        let emit = |e: ConnectionEvent| {
+            if let Some(inner) = client.upgrade() {
+                inner.emit(e);
+            }
+        };
+        Some(dial_transport(&address, &options, attempt, &emit, lost_hook(&suspicions)).await)
     }
 }
 

@@ -398,7 +398,7 @@ impl RobotClient {
     /// Reconnects now (for example after `ReconnectionFailed`), on the backoff schedule.
     /// Returns whether it connected.
     pub async fn reconnect(&self) -> bool {
-        reconnect::reconnect(&self.channel.inner).await
+        reconnect::reconnect(&std::sync::Arc::downgrade(&self.channel.inner)).await
     }
 
     /// Heartbeats the current session now, for applications that manage sessions themselves

@@ -80,58 +80,79 @@ fn jitter_sample() -> f64 {
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// Runs until the client is dropped.
+/// Runs until the client is dropped. It holds the client only while it looks at it, never
+/// across a backoff or a dial: a client dropped while reconnecting is gone at once (its
+/// heartbeats stop, so its session lapses within the window), not after the reconnection.
 pub(crate) async fn supervise(
     client: Weak<ClientState>,
     mut suspicions: mpsc::UnboundedReceiver<Suspicion>,
 ) {
     while let Some(Suspicion { cause, confirmed }) = suspicions.recv().await {
-        let Some(inner) = client.upgrade() else {
-            return;
-        };
         let mut confirmed = confirmed;
         while let Ok(more) = suspicions.try_recv() {
             confirmed |= more.confirmed;
         }
-        if !confirmed && probe(&inner).await.is_ok() {
-            continue;
+        {
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            if !confirmed && probe(&inner).await.is_ok() {
+                continue;
+            }
+            inner.emit(ConnectionEvent::Disconnected { cause });
+            if inner.reconnect_disabled() {
+                continue;
+            }
         }
-        inner.emit(ConnectionEvent::Disconnected { cause });
-        if inner.reconnect_disabled() {
-            continue;
-        }
-        reconnect(&inner).await;
+        reconnect(&client).await;
         // Suspicions raised while reconnecting are about the old transport.
         while suspicions.try_recv().is_ok() {}
     }
 }
 
-/// Dials on the backoff schedule until connected or out of attempts.
-pub(crate) async fn reconnect(inner: &Arc<ClientState>) -> bool {
-    let mut backoff = Backoff::new(inner.options.backoff.clone());
+/// Dials on the backoff schedule until connected, out of attempts, or the client is dropped.
+pub(crate) async fn reconnect(client: &Weak<ClientState>) -> bool {
+    let Some(policy) = client.upgrade().map(|i| i.options.backoff.clone()) else {
+        return false;
+    };
+    let emit = |event: ConnectionEvent| match client.upgrade() {
+        Some(inner) => {
+            inner.emit(event);
+            true
+        }
+        None => false,
+    };
+    let mut backoff = Backoff::new(policy);
     let mut last = None;
     loop {
         let (attempt, delay) = match backoff.next(last, jitter_sample()) {
             Next::GiveUp { attempts } => {
-                inner.emit(ConnectionEvent::ReconnectionFailed { attempts });
+                emit(ConnectionEvent::ReconnectionFailed { attempts });
                 return false;
             }
             Next::RetryAfter { attempt, delay } => (attempt, delay),
         };
-        inner.emit(ConnectionEvent::Reconnecting { attempt, delay });
+        if !emit(ConnectionEvent::Reconnecting { attempt, delay }) {
+            return false;
+        }
         tokio::time::sleep(delay).await;
         // The same methods in the same order as the first dial; each within the dial timeout.
-        match inner.dial(attempt).await {
-            Ok((transport, token)) => {
+        match ClientState::redial(client, attempt).await {
+            None => return false,
+            Some(Ok((transport, token))) => {
+                let Some(inner) = client.upgrade() else {
+                    transport.close();
+                    return false;
+                };
                 let name = transport.name();
                 inner.replace_transport(transport, token);
                 inner.emit(ConnectionEvent::Connected {
                     transport: name.into(),
                 });
-                resume_session(inner).await;
+                resume_session(&inner).await;
                 return true;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::debug!(attempt, error = %e, "reconnection attempt failed");
                 last = Some(classify(&e));
             }
