@@ -6,8 +6,12 @@ use tokio::time::Duration;
 
 use crate::association::RtxTimerId;
 
-pub(crate) const RTO_INITIAL: u64 = 3000; // msec
-pub(crate) const RTO_MIN: u64 = 1000; // msec
+// Tether patch: RFC 4960's 3 s initial and 1 s minimum retransmission timeouts stall every
+// channel of the association (heartbeats too) for a second or more per lost packet; a robot's
+// heartbeat window can be 500 ms. These follow TCP's practice instead (RFC 6298's 1 s initial
+// timeout, Linux's 200 ms minimum).
+pub(crate) const RTO_INITIAL: u64 = 1000; // msec
+pub(crate) const RTO_MIN: u64 = 200; // msec
 pub(crate) const RTO_MAX: u64 = 60000; // msec
 pub(crate) const RTO_ALPHA: u64 = 1;
 pub(crate) const RTO_BETA: u64 = 2;
