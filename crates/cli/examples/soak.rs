@@ -238,7 +238,10 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let mut child = command
         .args(["serve", "--bind", &args.bind, "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TETHER_SOAK_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -265,7 +268,10 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
                             at: Instant::now(),
                         });
                     }
-                } else if line.contains(" WARN ") || line.contains(" ERROR ") {
+                } else if line.contains(" WARN ")
+                    || line.contains(" ERROR ")
+                    || std::env::var_os("TETHER_SOAK_ECHO").is_some()
+                {
                     eprintln!("server: {line}");
                 }
             }

@@ -676,3 +676,80 @@ async fn connections_through_a_turn_relay_work() {
     p.close().await;
     turn.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_datagrams_keep_a_session_alive_and_are_answered_with_acks() {
+    use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, decode_ack};
+    let config = common::temp_file(
+        "webrtc-datagrams.json",
+        r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
+            "network": {"sessions": {"heartbeat_window": "500ms"}}}"#,
+    );
+    let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
+    let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
+    let beats = p
+        .peer
+        .heartbeat_channel(Duration::from_secs(5))
+        .await
+        .expect("the heartbeat channel opens with the association");
+    let sid = p.start_session(false).await;
+    let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
+    let set = motor::SetPowerRequest {
+        name: "left".into(),
+        power_pct: 0.4,
+        extra: None,
+    };
+    assert_eq!(p.unary(SET_POWER, &set, &md, false).await.code, 0);
+    let heartbeat = robot::SendSessionHeartbeatRequest { id: sid.clone() }.encode_to_vec();
+    let ack = |beats: Channel| async move {
+        let m = tokio::time::timeout(Duration::from_secs(5), beats.recv())
+            .await
+            .expect("an ack within 5 s")
+            .expect("channel open");
+        let (ack, request) = decode_ack(&m).expect("an ack");
+        (ack, request.to_vec())
+    };
+    // Only datagrams for 2 s (four windows): the session, and the motor, live on.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut acks = 0;
+    while Instant::now() < until {
+        beats.send(Bytes::from(heartbeat.clone())).await.unwrap();
+        let (a, request) = ack(beats.clone()).await;
+        assert_eq!((a, request), (Ack::Alive, heartbeat.clone()));
+        acks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(acks >= 10, "{acks} acks");
+    assert!(is_moving(&mut p).await, "the datagrams kept the session");
+    assert!(
+        !server.log().contains("session expired"),
+        "{}",
+        server.log()
+    );
+    // Junk is refused, an unknown session is expired, an oversize datagram is dropped unread;
+    // the channel keeps serving.
+    beats.send(Bytes::from_static(b"\xff\xff")).await.unwrap();
+    assert_eq!(ack(beats.clone()).await.0, Ack::Refused);
+    let unknown = robot::SendSessionHeartbeatRequest {
+        id: "00000000-0000-4000-8000-000000000000".into(),
+    }
+    .encode_to_vec();
+    beats.send(Bytes::from(unknown.clone())).await.unwrap();
+    assert_eq!(ack(beats.clone()).await, (Ack::Expired, unknown));
+    beats
+        .send(Bytes::from(vec![0u8; MAX_DATAGRAM + 1]))
+        .await
+        .unwrap();
+    beats.send(Bytes::from(heartbeat.clone())).await.unwrap();
+    assert_eq!(ack(beats.clone()).await, (Ack::Alive, heartbeat));
+    // Then silence: the session lapses within the window as ever.
+    let started = Instant::now();
+    while is_moving(&mut p).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "motor still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.close().await;
+}

@@ -31,6 +31,11 @@ use tether_proto::viam::robot::v1::{
 };
 
 use crate::ConnectionEvent;
+use crate::webrtc::WebRtcChannel;
+use bytes::Bytes;
+use prost::Message as _;
+use tether_rpc::heartbeat::Ack;
+use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
 use crate::channel::{
@@ -182,8 +187,8 @@ impl ClientSession {
 /// holds back the next heartbeat, so the machine keeps receiving them as long as the path
 /// delivers anything within the window. The client gives up on the path when the machine
 /// would give up on the session: when no heartbeat has been answered for a whole window. It
-/// then redials its heartbeat connection and asks the supervisor to probe the commanding one
-/// (W/2). A single heartbeat that takes longer than W/5 is not a lost link: on a link with
+/// then redials its heartbeat connection and tells the supervisor the connection is lost (no
+/// further probe: every path the heartbeats took went unanswered). A single heartbeat that takes longer than W/5 is not a lost link: on a link with
 /// jitter that is ordinary, and redialing would cost the handshakes during which no heartbeat
 /// flows. Before the machine has said its window (no session yet) the client assumes the
 /// protocol's default, [`HeartbeatPolicy::FALLBACK_WINDOW`].
@@ -345,6 +350,9 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
     let mut connection: Option<(Channel, Option<String>)> = None;
     let mut dialing: Option<tokio::task::JoinHandle<Dialed>> = None;
     let mut in_flight = tokio::task::JoinSet::new();
+    // Over WebRTC: the connection whose heartbeat acks are read, and its acks.
+    let mut datagram_acks: Option<(WebRtcChannel, broadcast::Receiver<Bytes>)> = None;
+    let datagram = Bytes::from(SendSessionHeartbeatRequest { id: id.clone() }.encode_to_vec());
     // When a heartbeat was last answered, or the path last (re)started.
     let mut last_answer = tokio::time::Instant::now();
     loop {
@@ -372,6 +380,27 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                 }
                 continue;
             }
+            Some(ack) = async { Some(datagram_acks.as_mut()?.1.recv().await) } => {
+                match ack {
+                    Ok(message) => match tether_rpc::heartbeat::decode_ack(&message) {
+                        Some((Ack::Alive, request)) if request == &datagram[..] => {
+                            last_answer = tokio::time::Instant::now();
+                        }
+                        Some((Ack::Expired, request)) if request == &datagram[..] => {
+                            if let Some(inner) = client.upgrade()
+                                && inner.session.end(&id)
+                            {
+                                inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
+                            }
+                            return;
+                        }
+                        _ => {}
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => datagram_acks = None,
+                }
+                continue;
+            }
             Some(dialed) = async { Some(dialing.as_mut()?.await) } => {
                 dialing = None;
                 match dialed {
@@ -392,8 +421,10 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
             // Heartbeats still on the old connection may yet arrive: they finish on their own.
             connection = None;
             last_answer = tokio::time::Instant::now();
+            // Every path the heartbeats took (both connections, or the peer's channel and its
+            // datagrams) went unanswered for a window: that is the probe, already failed.
             if let Some(inner) = client.upgrade() {
-                inner.suspect("no heartbeat answered for a whole window".into());
+                inner.lost("no heartbeat answered for a whole window".into());
             }
         }
         let (address, credentials, tls, transport, token) = {
@@ -415,6 +446,17 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
         let (via, token) = match (transport, &connection) {
             (Transport::WebRtc(rtc), _) => {
                 connection = None;
+                // The same heartbeat as a datagram too: a lost packet on the reliable channel
+                // holds back everything behind it until it is retransmitted (SCTP's
+                // retransmission timeout is at least a second); a lost datagram holds back
+                // nothing.
+                if datagram_acks
+                    .as_ref()
+                    .is_none_or(|(held, _)| !held.same_connection(&rtc))
+                {
+                    datagram_acks = rtc.heartbeat_acks().map(|acks| (rtc.clone(), acks));
+                }
+                rtc.send_heartbeat_datagram(datagram.clone());
                 (Transport::WebRtc(rtc), token)
             }
             (commanding @ Transport::Direct(_), Some((own, own_token))) => {

@@ -151,6 +151,9 @@ struct PeerChannelState {
     /// [`STREAM_UNREAD_LIMIT`] and [`CONNECTION_UNREAD_LIMIT`] (smaller in tests).
     unread_limits: (AtomicUsize, AtomicUsize),
     lost: LostHook,
+    /// The heartbeat datagram channel ([`tether_rpc::heartbeat`]) and the machine's acks on
+    /// it, if the machine opened it.
+    datagrams: Option<(Channel, tokio::sync::broadcast::Sender<Bytes>)>,
 }
 
 /// A gRPC channel over one WebRTC data channel.
@@ -166,10 +169,12 @@ impl WebRtcChannel {
         runtime: RtcRuntime,
         peer: Arc<Peer>,
         channel: Channel,
+        heartbeats: Option<Channel>,
         mut closed: mpsc::UnboundedReceiver<&'static str>,
         lost: LostHook,
     ) -> Self {
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        let datagrams = heartbeats.map(|c| (c, tokio::sync::broadcast::channel(16).0));
         let shared = Arc::new(PeerChannelState {
             state: Mutex::new(State {
                 codec: ClientStreams::new(FIRST_STREAM_ID),
@@ -186,6 +191,7 @@ impl WebRtcChannel {
                 AtomicUsize::new(CONNECTION_UNREAD_LIMIT),
             ),
             lost,
+            datagrams,
         });
         let handle = shared.runtime.handle().clone();
         let weak = Arc::downgrade(&shared);
@@ -197,12 +203,46 @@ impl WebRtcChannel {
                 shared.lost(format!("WebRTC connection lost: {reason}"));
             }
         });
-        shared.state().tasks = vec![
+        let mut tasks = vec![
             reader.abort_handle(),
             writer.abort_handle(),
             watcher.abort_handle(),
         ];
+        if let Some((channel, acks)) = shared.datagrams.clone() {
+            let acks = handle.spawn(async move {
+                while let Some(message) = channel.recv().await {
+                    if message.len() <= tether_rpc::heartbeat::MAX_DATAGRAM + 1 {
+                        let _ = acks.send(message);
+                    }
+                }
+            });
+            tasks.push(acks.abort_handle());
+        }
+        shared.state().tasks = tasks;
         Self { shared }
+    }
+
+    /// Whether `other` is this same connection.
+    pub(crate) fn same_connection(&self, other: &WebRtcChannel) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The machine's heartbeat acks from now on, if it has the heartbeat channel.
+    pub(crate) fn heartbeat_acks(&self) -> Option<tokio::sync::broadcast::Receiver<Bytes>> {
+        self.shared
+            .datagrams
+            .as_ref()
+            .map(|(_, acks)| acks.subscribe())
+    }
+
+    /// Sends one heartbeat datagram (if the machine has the channel); its loss costs nothing.
+    pub(crate) fn send_heartbeat_datagram(&self, message: Bytes) {
+        if let Some((channel, _)) = &self.shared.datagrams {
+            let channel = channel.clone();
+            self.shared.runtime.handle().spawn(async move {
+                let _ = channel.send(message).await;
+            });
+        }
     }
 
     /// Whether the selected ICE candidate pair goes through a TURN relay.
@@ -951,7 +991,7 @@ mod tests {
             let _ = lost_tx.send(cause);
         });
         Pair {
-            channel: WebRtcChannel::start(runtime, caller, opened, closed, hook),
+            channel: WebRtcChannel::start(runtime, caller, opened, None, closed, hook),
             answerer,
             seen,
             lost,

@@ -13,6 +13,7 @@ pub mod address;
 pub mod context;
 pub mod framing;
 pub mod grpc;
+pub mod heartbeat;
 pub mod metadata;
 pub mod sync;
 pub mod vocabulary;

@@ -40,6 +40,14 @@ pub mod turn_server;
 pub const DATA_CHANNEL_ID: u16 = 0;
 /// Id of the negotiated channel carrying renegotiation offers.
 pub const NEGOTIATION_CHANNEL_ID: u16 = 1;
+/// Id of Tether's own negotiated channel for session heartbeats as datagrams: unordered,
+/// never retransmitted, so a lost packet delays no later heartbeat (as a lost packet on the
+/// reliable `data` channel delays everything behind it). Viam's SDKs do not open it; a peer
+/// that does not know it never sends on it. High, to stay clear of the ids of channels
+/// opened in-band.
+pub const HEARTBEAT_CHANNEL_ID: u16 = 1000;
+/// The heartbeat channel's label.
+pub const HEARTBEAT_CHANNEL_LABEL: &str = "tether-heartbeat";
 /// Largest data-channel message (SCTP user message) either side sends.
 pub const MAX_CHANNEL_MESSAGE: usize = 65_535;
 /// `send` waits while more than this is queued on the channel (as goutils: 1 MiB)...
@@ -200,6 +208,7 @@ pub struct Peer {
     pc: Arc<RTCPeerConnection>,
     data: Arc<RTCDataChannel>,
     _negotiation: Arc<RTCDataChannel>,
+    heartbeat: Arc<RTCDataChannel>,
     opened: Arc<Notify>,
 }
 
@@ -292,6 +301,17 @@ impl Peer {
         let negotiation = pc
             .create_data_channel("negotiation", Some(negotiated(NEGOTIATION_CHANNEL_ID)))
             .await?;
+        let heartbeat = pc
+            .create_data_channel(
+                HEARTBEAT_CHANNEL_LABEL,
+                Some(RTCDataChannelInit {
+                    ordered: Some(false),
+                    max_retransmits: Some(0),
+                    negotiated: Some(HEARTBEAT_CHANNEL_ID),
+                    ..Default::default()
+                }),
+            )
+            .await?;
         let opened = Arc::new(Notify::new());
         let signal = opened.clone();
         data.on_open(Box::new(move || {
@@ -303,6 +323,7 @@ impl Peer {
                 pc,
                 data,
                 _negotiation: negotiation,
+                heartbeat,
                 opened,
             },
             rx,
@@ -370,33 +391,15 @@ impl Peer {
 
     /// Waits (at most `timeout`) for the `data` channel to open and returns it.
     pub async fn data_channel(&self, timeout: Duration) -> Result<Channel, RtcError> {
-        use webrtc::data_channel::data_channel_state::RTCDataChannelState;
-        let wait = async {
-            loop {
-                let notified = self.opened.notified();
-                match self.data.ready_state() {
-                    RTCDataChannelState::Open => return Ok(()),
-                    RTCDataChannelState::Closing | RTCDataChannelState::Closed => {
-                        return Err(RtcError::Closed);
-                    }
-                    _ => {}
-                }
-                // Readiness is re-checked at least every 50 ms in case a wake-up was missed.
-                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| RtcError::OpenTimeout(timeout))??;
-        let inner = self.data.detach().await?;
-        let drained = Arc::new(Notify::new());
-        inner.set_buffered_amount_low_threshold(SEND_LOW_WATER);
-        let signal = drained.clone();
-        inner.on_buffered_amount_low(Box::new(move || {
-            signal.notify_waiters();
-            Box::pin(async {})
-        }));
-        Ok(Channel { inner, drained })
+        open_channel(&self.data, &self.opened, timeout).await
+    }
+
+    /// Waits (at most `timeout`) for the heartbeat channel ([`HEARTBEAT_CHANNEL_ID`]) to open
+    /// and returns it. Both negotiated channels open with the association, so once the `data`
+    /// channel is open this one is too.
+    pub async fn heartbeat_channel(&self, timeout: Duration) -> Result<Channel, RtcError> {
+        // Nothing signals its opening: readiness is polled.
+        open_channel(&self.heartbeat, &Notify::new(), timeout).await
     }
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
@@ -431,7 +434,43 @@ impl Peer {
     }
 }
 
-/// The open `data` channel: whole messages in and out.
+/// Waits (at most `timeout`) for `channel` to open (woken by `opened`, or re-checked every
+/// 50 ms) and detaches it.
+async fn open_channel(
+    channel: &Arc<RTCDataChannel>,
+    opened: &Notify,
+    timeout: Duration,
+) -> Result<Channel, RtcError> {
+    use webrtc::data_channel::data_channel_state::RTCDataChannelState;
+    let wait = async {
+        loop {
+            let notified = opened.notified();
+            match channel.ready_state() {
+                RTCDataChannelState::Open => return Ok(()),
+                RTCDataChannelState::Closing | RTCDataChannelState::Closed => {
+                    return Err(RtcError::Closed);
+                }
+                _ => {}
+            }
+            // Readiness is re-checked at least every 50 ms in case a wake-up was missed.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| RtcError::OpenTimeout(timeout))??;
+    let inner = channel.detach().await?;
+    let drained = Arc::new(Notify::new());
+    inner.set_buffered_amount_low_threshold(SEND_LOW_WATER);
+    let signal = drained.clone();
+    inner.on_buffered_amount_low(Box::new(move || {
+        signal.notify_waiters();
+        Box::pin(async {})
+    }));
+    Ok(Channel { inner, drained })
+}
+
+/// An open data channel: whole messages in and out.
 #[derive(Clone)]
 pub struct Channel {
     inner: Arc<webrtc::data::data_channel::DataChannel>,

@@ -249,7 +249,28 @@ where
                 }
             }
         };
+        // Heartbeat datagrams, if the caller is a Tether client (the channel opens with the
+        // association either way; only Tether's client sends on it).
+        let beats_done = CancellationToken::new();
+        let beats = match peer.heartbeat_channel(Duration::from_secs(1)).await {
+            Ok(beats) => Some(tokio::spawn(tracing::Instrument::in_current_span(
+                super::heartbeats::serve(
+                    beats,
+                    self.service.clone(),
+                    context.clone(),
+                    beats_done.clone().cancelled_owned(),
+                ),
+            ))),
+            Err(e) => {
+                tracing::debug!(error = %e, "no heartbeat channel");
+                None
+            }
+        };
         dispatch::serve(channel.clone(), self.service.clone(), context, closed).await;
+        beats_done.cancel();
+        if let Some(beats) = beats {
+            let _ = beats.await;
+        }
         channel.close().await;
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(

@@ -5,6 +5,7 @@
 
 pub mod answerer;
 pub mod dispatch;
+pub mod heartbeats;
 
 pub use answerer::{Answerer, AnswererStats};
 pub use tether_signal::{CallQueue, Hosts, MemoryQueue, SignalingApi};

@@ -1,0 +1,99 @@
+//! The machine's side of heartbeat datagrams ([`tether_rpc::heartbeat`]): each message on a
+//! peer's `tether-heartbeat` channel is run as a `SendSessionHeartbeat` call through the same
+//! tower stack as every call of that peer (so the same caller, owner checks and session
+//! rules apply), and answered with one ack. One at a time per peer: a flood is served no
+//! faster than the stack answers, and a message too large to be a heartbeat is dropped unread.
+
+use std::future::Future;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use tether_proto::viam::robot::v1::robot_service_server::RobotServiceServer;
+use tether_rpc::grpc::message_prefix;
+use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, encode_ack};
+use tether_rpc::vocabulary::SESSION_EXPIRED;
+use tether_rtc::Channel;
+use tower::ServiceExt;
+
+use super::dispatch::ConnectionContext;
+use crate::auth::ChannelAuthenticated;
+use crate::server::Stack;
+use crate::sessions::Entity;
+
+/// The heartbeat method's path, from the generated server's name.
+fn heartbeat_path() -> String {
+    format!(
+        "/{}/SendSessionHeartbeat",
+        <RobotServiceServer<crate::robot::RobotApi> as tonic::server::NamedService>::NAME
+    )
+}
+
+/// Serves `channel` until it closes or `closed` resolves.
+pub async fn serve<S: Stack>(
+    channel: Channel,
+    service: S,
+    context: ConnectionContext,
+    closed: impl Future<Output = ()>,
+) {
+    let path = heartbeat_path();
+    tokio::pin!(closed);
+    loop {
+        let message = tokio::select! {
+            () = &mut closed => return,
+            m = channel.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        if message.len() > MAX_DATAGRAM {
+            continue;
+        }
+        let ack = heartbeat(&path, message.clone(), service.clone(), &context).await;
+        tracing::trace!(?ack, "heartbeat datagram");
+        // A lost answer costs the client nothing: the next heartbeat follows within W/5.
+        let _ = channel.send(encode_ack(ack, &message)).await;
+    }
+}
+
+/// Runs one heartbeat datagram as the call it stands for.
+async fn heartbeat<S: Stack>(
+    path: &str,
+    message: Bytes,
+    service: S,
+    context: &ConnectionContext,
+) -> Ack {
+    let body = [message_prefix(message.len()), message].concat();
+    let Ok(mut req) = Request::builder()
+        .method(http::Method::POST)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(Body::from(body))
+    else {
+        return Ack::Refused;
+    };
+    req.extensions_mut().insert(context.info.clone());
+    req.extensions_mut().insert(context.budget.clone());
+    req.extensions_mut().insert(Entity(context.entity.clone()));
+    req.extensions_mut().insert(ChannelAuthenticated);
+    let Ok(response) = service.oneshot(req).await;
+    let (parts, body) = response.into_parts();
+    // A trailers-only answer carries its status in the headers; otherwise it is in the
+    // trailers after the (empty) response message.
+    let status = match tonic::Status::from_header_map(&parts.headers) {
+        Some(s) => Some(s),
+        None => match body.collect().await {
+            Ok(collected) => collected
+                .trailers()
+                .and_then(tonic::Status::from_header_map),
+            Err(_) => None,
+        },
+    };
+    match status {
+        Some(s) if s.code() == tonic::Code::Ok => Ack::Alive,
+        Some(s) if s.message() == SESSION_EXPIRED => Ack::Expired,
+        _ => Ack::Refused,
+    }
+}
