@@ -214,14 +214,15 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let motors: Vec<String> = (0..args.sessions)
         .map(|i| format!(r#"{{"name": "m{i}", "api": "rdk:component:motor", "model": "fake"}}"#))
         .collect();
-    // Every client comes from one address here, with a command and a heartbeat connection.
+    // Every client comes from one address here, with a command and a heartbeat connection (or
+    // a peer connection, and for a while its replacement, or a second try at the first dial).
     let connections = args.sessions * 3 + 16;
     let config = std::env::temp_dir().join(format!("tether-soak-{}.json", std::process::id()));
     std::fs::write(
         &config,
         format!(
             r#"{{"components": [{}], "network": {{"max_connections": {connections},
-                "max_connections_per_address": {connections},
+                "max_connections_per_address": {connections}, "max_webrtc_peers": {connections},
                 "sessions": {{"heartbeat_window": "{}ms"}}}}}}"#,
             motors.join(","),
             args.window.as_millis()

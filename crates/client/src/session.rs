@@ -202,6 +202,8 @@ impl HeartbeatPolicy {
     pub const FALLBACK_WINDOW: Duration = Duration::from_secs(2);
     /// The shortest probe: below this a loaded host times out probes of healthy links.
     pub const MIN_PROBE: Duration = Duration::from_millis(50);
+    /// The shortest dial of the heartbeat connection.
+    pub const MIN_DIAL: Duration = Duration::from_secs(5);
 
     /// The policy for a session with this window.
     pub fn new(window: Duration) -> Self {
@@ -240,9 +242,12 @@ impl HeartbeatPolicy {
         (self.window / 2).max(Self::MIN_PROBE)
     }
 
-    /// How long the heartbeat thread may take to dial its own connection: W.
+    /// How long the heartbeat thread may take to dial its own connection: W, at least
+    /// [`Self::MIN_DIAL`]. The commanding connection carries the heartbeats meanwhile, so a
+    /// slow dial costs nothing, while a short limit fails every dial whose first packet is
+    /// lost (TCP resends a SYN after a second).
     pub fn dial_timeout(&self) -> Duration {
-        self.window
+        self.window.max(Self::MIN_DIAL)
     }
 }
 
@@ -405,11 +410,11 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                 dialing = None;
                 match dialed {
                     Ok(Ok(c)) => connection = Some(c),
+                    // Not a sign that the commanding connection is lost: it carries the
+                    // heartbeats meanwhile, and a real loss shows as a silent window. The next
+                    // tick dials again.
                     Ok(Err(cause)) => {
                         tracing::debug!(%cause, "heartbeat connection failed");
-                        if let Some(inner) = client.upgrade() {
-                            inner.suspect(format!("heartbeat connection failed: {cause}"));
-                        }
                     }
                     Err(_) => {}
                 }
@@ -454,7 +459,7 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                     .as_ref()
                     .is_none_or(|(held, _)| !held.same_connection(&rtc))
                 {
-                    datagram_acks = rtc.heartbeat_acks().map(|acks| (rtc.clone(), acks));
+                    datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
                 }
                 rtc.send_heartbeat_datagram(datagram.clone());
                 (Transport::WebRtc(rtc), token)

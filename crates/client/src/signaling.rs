@@ -291,18 +291,7 @@ async fn connect_peer(
         ))
         .await
         .map_err(|e| format!("WebRTC dial task failed: {e}"))??;
-    // Tether's heartbeat datagram channel opens with the association; a machine without it
-    // (Viam's) never answers on it, and heartbeats still go as calls.
-    let heartbeats = {
-        let peer = peer.clone();
-        runtime
-            .handle()
-            .spawn(async move { peer.heartbeat_channel(Duration::from_secs(1)).await.ok() })
-            .await
-            .ok()
-            .flatten()
-    };
-    let channel = WebRtcChannel::start(runtime, peer, channel, heartbeats, closed, lost.clone());
+    let channel = WebRtcChannel::start(runtime, peer, channel, closed, lost.clone());
     let mut robot = RobotServiceClient::new(channel.clone());
     let first = robot.resource_names(tether_proto::viam::robot::v1::ResourceNamesRequest {});
     let limit = FIRST_CALL_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));

@@ -151,9 +151,10 @@ struct PeerChannelState {
     /// [`STREAM_UNREAD_LIMIT`] and [`CONNECTION_UNREAD_LIMIT`] (smaller in tests).
     unread_limits: (AtomicUsize, AtomicUsize),
     lost: LostHook,
-    /// The heartbeat datagram channel ([`tether_rpc::heartbeat`]) and the machine's acks on
-    /// it, if the machine opened it.
-    datagrams: Option<(Channel, tokio::sync::broadcast::Sender<Bytes>)>,
+    /// The heartbeat datagram channel ([`tether_rpc::heartbeat`]), once open.
+    datagrams: std::sync::OnceLock<Channel>,
+    /// The machine's acks on it.
+    acks: tokio::sync::broadcast::Sender<Bytes>,
 }
 
 /// A gRPC channel over one WebRTC data channel.
@@ -169,12 +170,10 @@ impl WebRtcChannel {
         runtime: RtcRuntime,
         peer: Arc<Peer>,
         channel: Channel,
-        heartbeats: Option<Channel>,
         mut closed: mpsc::UnboundedReceiver<&'static str>,
         lost: LostHook,
     ) -> Self {
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
-        let datagrams = heartbeats.map(|c| (c, tokio::sync::broadcast::channel(16).0));
         let shared = Arc::new(PeerChannelState {
             state: Mutex::new(State {
                 codec: ClientStreams::new(FIRST_STREAM_ID),
@@ -191,10 +190,12 @@ impl WebRtcChannel {
                 AtomicUsize::new(CONNECTION_UNREAD_LIMIT),
             ),
             lost,
-            datagrams,
+            datagrams: std::sync::OnceLock::new(),
+            acks: tokio::sync::broadcast::channel(16).0,
         });
         let handle = shared.runtime.handle().clone();
         let weak = Arc::downgrade(&shared);
+        let beats_weak = weak.clone();
         let reader = handle.spawn(read_loop(channel.clone(), weak.clone()));
         let writer = handle.spawn(write_loop(channel, queue, weak.clone()));
         let watcher = handle.spawn(async move {
@@ -208,16 +209,29 @@ impl WebRtcChannel {
             writer.abort_handle(),
             watcher.abort_handle(),
         ];
-        if let Some((channel, acks)) = shared.datagrams.clone() {
-            let acks = handle.spawn(async move {
+        // Tether's heartbeat channel opens with the association, but the connection does not
+        // wait for it: heartbeats go as datagrams from the moment it is open. A machine
+        // without it (Viam's) never answers on it, and heartbeats still go as calls.
+        let beats = {
+            let (peer, weak) = (shared.peer.clone(), beats_weak);
+            handle.spawn(async move {
+                let Ok(channel) = peer.heartbeat_channel(Duration::from_secs(10)).await else {
+                    return;
+                };
+                let Some(acks) = weak.upgrade().map(|shared| {
+                    let _ = shared.datagrams.set(channel.clone());
+                    shared.acks.clone()
+                }) else {
+                    return;
+                };
                 while let Some(message) = channel.recv().await {
                     if message.len() <= tether_rpc::heartbeat::MAX_DATAGRAM + 1 {
                         let _ = acks.send(message);
                     }
                 }
-            });
-            tasks.push(acks.abort_handle());
-        }
+            })
+        };
+        tasks.push(beats.abort_handle());
         shared.state().tasks = tasks;
         Self { shared }
     }
@@ -227,17 +241,14 @@ impl WebRtcChannel {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// The machine's heartbeat acks from now on, if it has the heartbeat channel.
-    pub(crate) fn heartbeat_acks(&self) -> Option<tokio::sync::broadcast::Receiver<Bytes>> {
-        self.shared
-            .datagrams
-            .as_ref()
-            .map(|(_, acks)| acks.subscribe())
+    /// The machine's heartbeat acks from now on (none if it has no heartbeat channel).
+    pub(crate) fn heartbeat_acks(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
+        self.shared.acks.subscribe()
     }
 
     /// Sends one heartbeat datagram (if the machine has the channel); its loss costs nothing.
     pub(crate) fn send_heartbeat_datagram(&self, message: Bytes) {
-        if let Some((channel, _)) = &self.shared.datagrams {
+        if let Some(channel) = self.shared.datagrams.get() {
             let channel = channel.clone();
             self.shared.runtime.handle().spawn(async move {
                 let _ = channel.send(message).await;
@@ -991,7 +1002,7 @@ mod tests {
             let _ = lost_tx.send(cause);
         });
         Pair {
-            channel: WebRtcChannel::start(runtime, caller, opened, None, closed, hook),
+            channel: WebRtcChannel::start(runtime, caller, opened, closed, hook),
             answerer,
             seen,
             lost,

@@ -210,6 +210,7 @@ pub struct Peer {
     _negotiation: Arc<RTCDataChannel>,
     heartbeat: Arc<RTCDataChannel>,
     opened: Arc<Notify>,
+    heartbeat_opened: Arc<Notify>,
 }
 
 impl Peer {
@@ -318,6 +319,12 @@ impl Peer {
             signal.notify_one();
             Box::pin(async {})
         }));
+        let heartbeat_opened = Arc::new(Notify::new());
+        let signal = heartbeat_opened.clone();
+        heartbeat.on_open(Box::new(move || {
+            signal.notify_one();
+            Box::pin(async {})
+        }));
         Ok((
             Self {
                 pc,
@@ -325,6 +332,7 @@ impl Peer {
                 _negotiation: negotiation,
                 heartbeat,
                 opened,
+                heartbeat_opened,
             },
             rx,
         ))
@@ -398,8 +406,7 @@ impl Peer {
     /// and returns it. Both negotiated channels open with the association, so once the `data`
     /// channel is open this one is too.
     pub async fn heartbeat_channel(&self, timeout: Duration) -> Result<Channel, RtcError> {
-        // Nothing signals its opening: readiness is polled.
-        open_channel(&self.heartbeat, &Notify::new(), timeout).await
+        open_channel(&self.heartbeat, &self.heartbeat_opened, timeout).await
     }
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
@@ -428,6 +435,7 @@ impl Peer {
         self.pc
             .on_peer_connection_state_change(Box::new(|_| Box::pin(async {})));
         self.data.on_open(Box::new(|| Box::pin(async {})));
+        self.heartbeat.on_open(Box::new(|| Box::pin(async {})));
         if let Err(e) = self.pc.close().await {
             tracing::trace!(error = %e, "closing a peer connection");
         }

@@ -116,6 +116,7 @@ where
                 return;
             }
         };
+        let peer = Arc::new(peer);
         let result = self
             .exchange_and_serve(&peer, events, side, entity, &stop)
             .await;
@@ -127,7 +128,7 @@ where
 
     async fn exchange_and_serve(
         &self,
-        peer: &Peer,
+        peer: &Arc<Peer>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
         side: AnswererSide,
         entity: Arc<str>,
@@ -252,25 +253,20 @@ where
         // Heartbeat datagrams, if the caller is a Tether client (the channel opens with the
         // association either way; only Tether's client sends on it).
         let beats_done = CancellationToken::new();
-        let beats = match peer.heartbeat_channel(Duration::from_secs(1)).await {
-            Ok(beats) => Some(tokio::spawn(tracing::Instrument::in_current_span(
-                super::heartbeats::serve(
-                    beats,
-                    self.service.clone(),
-                    context.clone(),
-                    beats_done.clone().cancelled_owned(),
-                ),
-            ))),
-            Err(e) => {
-                tracing::debug!(error = %e, "no heartbeat channel");
-                None
-            }
+        let beats = {
+            let (peer, service, context) = (peer.clone(), self.service.clone(), context.clone());
+            let done = beats_done.clone().cancelled_owned();
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
+                match peer.heartbeat_channel(Duration::from_secs(10)).await {
+                    Ok(beats) => super::heartbeats::serve(beats, service, context, done).await,
+                    Err(e) => tracing::debug!(error = %e, "no heartbeat channel"),
+                }
+            }))
         };
         dispatch::serve(channel.clone(), self.service.clone(), context, closed).await;
         beats_done.cancel();
-        if let Some(beats) = beats {
-            let _ = beats.await;
-        }
+        beats.abort();
+        let _ = beats.await;
         channel.close().await;
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(
