@@ -30,25 +30,9 @@ use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tether_proto::viam::robot::v1::{SendSessionHeartbeatRequest, StartSessionRequest};
 use tonic::transport::Channel;
 
+mod support;
+
 type Expiries = Arc<Mutex<Vec<(String, u64)>>>;
-
-fn proc_cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -107,18 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     || line.contains("ended with an error")
                 {
                     eprintln!("server: {line}");
-                } else if line.contains("session expired") {
-                    let field = |k: &str| {
-                        line.split_whitespace()
-                            .find_map(|t| t.strip_prefix(k))
-                            .map(str::to_string)
-                    };
-                    if let (Some(id), Some(late)) = (field("session="), field("late_us=")) {
-                        expiries
-                            .lock()
-                            .unwrap()
-                            .push((id, late.parse().unwrap_or(u64::MAX)));
-                    }
+                } else if let Some(expiry) = support::expiry_of(&line) {
+                    expiries.lock().unwrap().push(expiry);
                 }
             }
         });
@@ -148,7 +122,7 @@ async fn run(
                 .await?,
         );
     }
-    let rss_idle = rss_kb(pid);
+    let rss_idle = support::rss_kb(pid);
     // Each session lives on its own task: start it, (victims) command one motor with it, then
     // heartbeat every window/5. Starts are staggered across one heartbeat period, so no session
     // waits for the others to start before its first heartbeat (at W = 30 ms that matters).
@@ -236,14 +210,14 @@ async fn run(
     let measure = Duration::from_secs(5);
     let (t0, c0, h0) = (
         Instant::now(),
-        proc_cpu_ticks(pid),
+        support::cpu_ticks(pid),
         heartbeats.load(Ordering::Relaxed),
     );
     tokio::time::sleep(measure).await;
     let elapsed = t0.elapsed().as_secs_f64();
-    let cores = (proc_cpu_ticks(pid) - c0) as f64 / 100.0 / elapsed;
+    let cores = (support::cpu_ticks(pid) - c0) as f64 / 100.0 / elapsed;
     let rate = (heartbeats.load(Ordering::Relaxed) - h0) as f64 / elapsed;
-    let rss_held = rss_kb(pid);
+    let rss_held = support::rss_kb(pid);
     // Kill the batch.
     let victims: HashSet<String> = ids.iter().take(killed).cloned().collect();
     for t in tasks.iter().take(killed) {

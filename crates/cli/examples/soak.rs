@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use tether_client::{ConnectionEvent, Motor, Options, RobotClient};
 
+mod support;
+
 #[derive(Clone)]
 struct Args {
     bin: String,
@@ -155,24 +157,6 @@ struct Counters {
     unobserved: AtomicUsize,
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn percentiles(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "none".into();
@@ -256,19 +240,12 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening on ") {
                     let _ = ready_tx.send(());
-                } else if line.contains("session expired") {
-                    let field = |k: &str| {
-                        line.split_whitespace()
-                            .find_map(|t| t.strip_prefix(k))
-                            .map(str::to_string)
-                    };
-                    if let (Some(id), Some(late)) = (field("session="), field("late_us=")) {
-                        ledger.lock().unwrap().expiries.push(Expiry {
-                            id,
-                            late_us: late.parse().unwrap_or(u64::MAX),
-                            at: Instant::now(),
-                        });
-                    }
+                } else if let Some((id, late_us)) = support::expiry_of(&line) {
+                    ledger.lock().unwrap().expiries.push(Expiry {
+                        id,
+                        late_us,
+                        at: Instant::now(),
+                    });
                 } else if line.contains(" WARN ")
                     || line.contains(" ERROR ")
                     || std::env::var_os("TETHER_SOAK_ECHO").is_some()
@@ -307,7 +284,7 @@ async fn run(args: &Args, pid: u32, ledger: &Shared) -> Result<bool, Box<dyn std
     let counters = Arc::new(Counters::default());
     let t0 = Instant::now();
     let end = t0 + args.run_for;
-    let cpu0 = cpu_ticks(pid);
+    let cpu0 = support::cpu_ticks(pid);
     let mut slots = Vec::new();
     for i in 0..args.sessions {
         let (args, ledger, counters, observer) = (
@@ -326,8 +303,8 @@ async fn run(args: &Args, pid: u32, ledger: &Shared) -> Result<bool, Box<dyn std
     for s in slots {
         let _ = s.await;
     }
-    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
-    let rss = rss_mb(pid);
+    let cpu = (support::cpu_ticks(pid) - cpu0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+    let rss = support::rss_kb(pid) as f64 / 1024.0;
     // The live clients have just let go; give their expiries no weight.
     let l = ledger.lock().unwrap();
     let c = &counters;
