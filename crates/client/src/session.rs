@@ -16,10 +16,11 @@
 //!   segment stalls a TCP connection (everything behind it waits for the retransmission),
 //!   and the machine hears from whichever connection is not stalled. Until the thread's own
 //!   connection is up, the commanding one carries them alone.
-//! - On **WebRTC**, over the commanding peer connection itself. A separate TCP connection
-//!   would take a different path (TCP to the signaling address rather than the ICE-selected
-//!   UDP pair): it could keep a session — and a motor — alive after the data channel died, or
-//!   let it lapse while the data channel is fine. The peer connection's engine, reader and
+//! - On **WebRTC**, over the commanding peer connection itself: as a call on its reliable
+//!   channel and as a datagram on Tether's heartbeat channel ([`tether_rpc::heartbeat`]). A
+//!   separate TCP connection would take a different path (TCP to the signaling address rather
+//!   than the ICE-selected UDP pair): it could keep a session — and a motor — alive after the
+//!   data channel died, or let it lapse while the data channel is fine. The peer connection's engine, reader and
 //!   writer run on a runtime thread of their own, so the application still cannot starve them.
 
 use std::sync::{Mutex, Weak};
@@ -188,9 +189,9 @@ impl ClientSession {
 /// delivers anything within the window. The client gives up on the path when the machine
 /// would give up on the session: when no heartbeat has been answered for a whole window. It
 /// then redials its heartbeat connection and tells the supervisor the connection is lost (no
-/// further probe: every path the heartbeats took went unanswered). A single heartbeat that takes longer than W/5 is not a lost link: on a link with
-/// jitter that is ordinary, and redialing would cost the handshakes during which no heartbeat
-/// flows. Before the machine has said its window (no session yet) the client assumes the
+/// further probe: every path the heartbeats took went unanswered). A single heartbeat that
+/// takes longer than W/5 is not a lost link: on a link with jitter that is ordinary, and
+/// redialing would cost the handshakes during which no heartbeat flows. Before the machine has said its window (no session yet) the client assumes the
 /// protocol's default, [`HeartbeatPolicy::FALLBACK_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatPolicy {
@@ -361,51 +362,26 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
     // When a heartbeat was last answered, or the path last (re)started.
     let mut last_answer = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // What answered: a heartbeat call, or the machine's ack of a datagram.
+        let answer = tokio::select! {
+            _ = tick.tick() => None,
             Some(done) = in_flight.join_next() => {
-                match done.unwrap_or(Answer::Failed("the heartbeat task failed".into())) {
-                    Answer::Alive => last_answer = tokio::time::Instant::now(),
-                    Answer::Expired => {
-                        if let Some(inner) = client.upgrade()
-                            && inner.session.end(&id)
-                        {
-                            inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
-                        }
-                        return;
-                    }
-                    Answer::Failed(cause) => {
-                        tracing::debug!(%cause, "heartbeat failed; redialing");
-                        connection = None;
-                        if let Some(inner) = client.upgrade() {
-                            inner.suspect(format!("heartbeat failed: {cause}"));
-                        }
-                    }
-                    Answer::Unanswered => {}
-                }
-                continue;
+                Some(done.unwrap_or(Answer::Failed("the heartbeat task failed".into())))
             }
-            Some(ack) = async { Some(datagram_acks.as_mut()?.1.recv().await) } => {
-                match ack {
-                    Ok(message) => match tether_rpc::heartbeat::decode_ack(&message) {
-                        Some((Ack::Alive, request)) if request == &datagram[..] => {
-                            last_answer = tokio::time::Instant::now();
-                        }
-                        Some((Ack::Expired, request)) if request == &datagram[..] => {
-                            if let Some(inner) = client.upgrade()
-                                && inner.session.end(&id)
-                            {
-                                inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
-                            }
-                            return;
-                        }
-                        _ => {}
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => datagram_acks = None,
+            Some(ack) = async { Some(datagram_acks.as_mut()?.1.recv().await) } => match ack {
+                Ok(message) => match tether_rpc::heartbeat::decode_ack(&message) {
+                    Some((Ack::Alive, request)) if request == &datagram[..] => Some(Answer::Alive),
+                    Some((Ack::Expired, request)) if request == &datagram[..] => {
+                        Some(Answer::Expired)
+                    }
+                    _ => continue,
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => {
+                    datagram_acks = None;
+                    continue;
                 }
-                continue;
-            }
+            },
             Some(dialed) = async { Some(dialing.as_mut()?.await) } => {
                 dialing = None;
                 match dialed {
@@ -420,6 +396,30 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                 }
                 continue;
             }
+        };
+        match answer {
+            None => {}
+            Some(Answer::Alive) => {
+                last_answer = tokio::time::Instant::now();
+                continue;
+            }
+            Some(Answer::Expired) => {
+                if let Some(inner) = client.upgrade()
+                    && inner.session.end(&id)
+                {
+                    inner.emit(ConnectionEvent::SessionExpired { id: id.clone() });
+                }
+                return;
+            }
+            Some(Answer::Failed(cause)) => {
+                tracing::debug!(%cause, "heartbeat failed; redialing");
+                connection = None;
+                if let Some(inner) = client.upgrade() {
+                    inner.suspect(format!("heartbeat failed: {cause}"));
+                }
+                continue;
+            }
+            Some(Answer::Unanswered) => continue,
         }
         if last_answer.elapsed() >= policy.silence_limit() {
             tracing::debug!(limit = ?policy.silence_limit(), "no heartbeat answered for a window; redialing");
