@@ -174,11 +174,14 @@ impl ClientState {
             )
         };
         let emit = |e: ConnectionEvent| {
-            if let Some(inner) = client.upgrade() {
-                inner.emit(e);
-            }
+            Self::emit_to(client, e);
         };
         Some(dial_transport(&address, &options, attempt, &emit, lost_hook(&suspicions)).await)
+    }
+
+    /// Emits `event` if the client still exists; whether it does.
+    pub(crate) fn emit_to(client: &std::sync::Weak<Self>, event: ConnectionEvent) -> bool {
+        client.upgrade().map(|inner| inner.emit(event)).is_some()
     }
 }
 

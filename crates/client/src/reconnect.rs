@@ -115,13 +115,7 @@ pub(crate) async fn reconnect(client: &Weak<ClientState>) -> bool {
     let Some(policy) = client.upgrade().map(|i| i.options.backoff.clone()) else {
         return false;
     };
-    let emit = |event: ConnectionEvent| match client.upgrade() {
-        Some(inner) => {
-            inner.emit(event);
-            true
-        }
-        None => false,
-    };
+    let emit = |event| ClientState::emit_to(client, event);
     let mut backoff = Backoff::new(policy);
     let mut last = None;
     loop {
