@@ -689,7 +689,7 @@ async fn heartbeat_datagrams_keep_a_session_alive_and_are_answered_with_acks() {
     let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
     let beats = p
         .peer
-        .heartbeat_channel(Duration::from_secs(5))
+        .heartbeat_channel()
         .await
         .expect("the heartbeat channel opens with the association");
     let sid = p.start_session(false).await;

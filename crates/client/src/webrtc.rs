@@ -215,7 +215,7 @@ impl WebRtcChannel {
         let beats = {
             let (peer, weak) = (shared.peer.clone(), beats_weak);
             handle.spawn(async move {
-                let Ok(channel) = peer.heartbeat_channel(Duration::from_secs(10)).await else {
+                let Ok(channel) = peer.heartbeat_channel().await else {
                     return;
                 };
                 let Some(acks) = weak.upgrade().map(|shared| {
@@ -224,10 +224,9 @@ impl WebRtcChannel {
                 }) else {
                     return;
                 };
+                // What is an ack, and of which session, the heartbeat loop decides.
                 while let Some(message) = channel.recv().await {
-                    if message.len() <= tether_rpc::heartbeat::MAX_DATAGRAM + 1 {
-                        let _ = acks.send(message);
-                    }
+                    let _ = acks.send(message);
                 }
             })
         };

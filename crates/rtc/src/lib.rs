@@ -48,6 +48,9 @@ pub const NEGOTIATION_CHANNEL_ID: u16 = 1;
 pub const HEARTBEAT_CHANNEL_ID: u16 = 1000;
 /// The heartbeat channel's label.
 pub const HEARTBEAT_CHANNEL_LABEL: &str = "tether-heartbeat";
+/// How long either end waits for the heartbeat channel to open once the connection is up
+/// (it opens with the association, as the `data` channel does; nothing waits on it).
+pub const HEARTBEAT_CHANNEL_WAIT: Duration = Duration::from_secs(10);
 /// Largest data-channel message (SCTP user message) either side sends.
 pub const MAX_CHANNEL_MESSAGE: usize = 65_535;
 /// `send` waits while more than this is queued on the channel (as goutils: 1 MiB)...
@@ -206,11 +209,9 @@ fn decode_sdp(encoded: &str, want: &str) -> Result<RTCSessionDescription, RtcErr
 /// One WebRTC peer connection with Viam's two negotiated channels.
 pub struct Peer {
     pc: Arc<RTCPeerConnection>,
-    data: Arc<RTCDataChannel>,
+    data: Negotiated,
     _negotiation: Arc<RTCDataChannel>,
-    heartbeat: Arc<RTCDataChannel>,
-    opened: Arc<Notify>,
-    heartbeat_opened: Arc<Notify>,
+    heartbeat: Negotiated,
 }
 
 impl Peer {
@@ -296,43 +297,27 @@ impl Peer {
             negotiated: Some(id),
             ..Default::default()
         };
-        let data = pc
-            .create_data_channel("data", Some(negotiated(DATA_CHANNEL_ID)))
-            .await?;
+        let data = Negotiated::create(&pc, "data", negotiated(DATA_CHANNEL_ID)).await?;
         let negotiation = pc
             .create_data_channel("negotiation", Some(negotiated(NEGOTIATION_CHANNEL_ID)))
             .await?;
-        let heartbeat = pc
-            .create_data_channel(
-                HEARTBEAT_CHANNEL_LABEL,
-                Some(RTCDataChannelInit {
-                    ordered: Some(false),
-                    max_retransmits: Some(0),
-                    negotiated: Some(HEARTBEAT_CHANNEL_ID),
-                    ..Default::default()
-                }),
-            )
-            .await?;
-        let opened = Arc::new(Notify::new());
-        let signal = opened.clone();
-        data.on_open(Box::new(move || {
-            signal.notify_one();
-            Box::pin(async {})
-        }));
-        let heartbeat_opened = Arc::new(Notify::new());
-        let signal = heartbeat_opened.clone();
-        heartbeat.on_open(Box::new(move || {
-            signal.notify_one();
-            Box::pin(async {})
-        }));
+        let heartbeat = Negotiated::create(
+            &pc,
+            HEARTBEAT_CHANNEL_LABEL,
+            RTCDataChannelInit {
+                ordered: Some(false),
+                max_retransmits: Some(0),
+                negotiated: Some(HEARTBEAT_CHANNEL_ID),
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok((
             Self {
                 pc,
                 data,
                 _negotiation: negotiation,
                 heartbeat,
-                opened,
-                heartbeat_opened,
             },
             rx,
         ))
@@ -399,14 +384,13 @@ impl Peer {
 
     /// Waits (at most `timeout`) for the `data` channel to open and returns it.
     pub async fn data_channel(&self, timeout: Duration) -> Result<Channel, RtcError> {
-        open_channel(&self.data, &self.opened, timeout).await
+        self.data.open(timeout).await
     }
 
-    /// Waits (at most `timeout`) for the heartbeat channel ([`HEARTBEAT_CHANNEL_ID`]) to open
-    /// and returns it. Both negotiated channels open with the association, so once the `data`
-    /// channel is open this one is too.
-    pub async fn heartbeat_channel(&self, timeout: Duration) -> Result<Channel, RtcError> {
-        open_channel(&self.heartbeat, &self.heartbeat_opened, timeout).await
+    /// Waits (at most [`HEARTBEAT_CHANNEL_WAIT`]) for the heartbeat channel
+    /// ([`HEARTBEAT_CHANNEL_ID`]) to open and returns it.
+    pub async fn heartbeat_channel(&self) -> Result<Channel, RtcError> {
+        self.heartbeat.open(HEARTBEAT_CHANNEL_WAIT).await
     }
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
@@ -434,48 +418,71 @@ impl Peer {
         self.pc.on_ice_candidate(Box::new(|_| Box::pin(async {})));
         self.pc
             .on_peer_connection_state_change(Box::new(|_| Box::pin(async {})));
-        self.data.on_open(Box::new(|| Box::pin(async {})));
-        self.heartbeat.on_open(Box::new(|| Box::pin(async {})));
+        self.data.forget_handlers();
+        self.heartbeat.forget_handlers();
         if let Err(e) = self.pc.close().await {
             tracing::trace!(error = %e, "closing a peer connection");
         }
     }
 }
 
-/// Waits (at most `timeout`) for `channel` to open (woken by `opened`, or re-checked every
-/// 50 ms) and detaches it.
-async fn open_channel(
-    channel: &Arc<RTCDataChannel>,
-    opened: &Notify,
-    timeout: Duration,
-) -> Result<Channel, RtcError> {
-    use webrtc::data_channel::data_channel_state::RTCDataChannelState;
-    let wait = async {
-        loop {
-            let notified = opened.notified();
-            match channel.ready_state() {
-                RTCDataChannelState::Open => return Ok(()),
-                RTCDataChannelState::Closing | RTCDataChannelState::Closed => {
-                    return Err(RtcError::Closed);
+/// A negotiated data channel, and the wake-up of its opening.
+struct Negotiated {
+    channel: Arc<RTCDataChannel>,
+    opened: Arc<Notify>,
+}
+
+impl Negotiated {
+    async fn create(
+        pc: &RTCPeerConnection,
+        label: &str,
+        init: RTCDataChannelInit,
+    ) -> Result<Self, RtcError> {
+        let channel = pc.create_data_channel(label, Some(init)).await?;
+        let opened = Arc::new(Notify::new());
+        let signal = opened.clone();
+        channel.on_open(Box::new(move || {
+            signal.notify_one();
+            Box::pin(async {})
+        }));
+        Ok(Self { channel, opened })
+    }
+
+    /// Waits (at most `timeout`) for the channel to open (woken by its open event, or
+    /// re-checked every 50 ms) and detaches it.
+    async fn open(&self, timeout: Duration) -> Result<Channel, RtcError> {
+        use webrtc::data_channel::data_channel_state::RTCDataChannelState;
+        let wait = async {
+            loop {
+                let notified = self.opened.notified();
+                match self.channel.ready_state() {
+                    RTCDataChannelState::Open => return Ok(()),
+                    RTCDataChannelState::Closing | RTCDataChannelState::Closed => {
+                        return Err(RtcError::Closed);
+                    }
+                    _ => {}
                 }
-                _ => {}
+                // Readiness is re-checked at least every 50 ms in case a wake-up was missed.
+                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
             }
-            // Readiness is re-checked at least every 50 ms in case a wake-up was missed.
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| RtcError::OpenTimeout(timeout))??;
-    let inner = channel.detach().await?;
-    let drained = Arc::new(Notify::new());
-    inner.set_buffered_amount_low_threshold(SEND_LOW_WATER);
-    let signal = drained.clone();
-    inner.on_buffered_amount_low(Box::new(move || {
-        signal.notify_waiters();
-        Box::pin(async {})
-    }));
-    Ok(Channel { inner, drained })
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RtcError::OpenTimeout(timeout))??;
+        let inner = self.channel.detach().await?;
+        let drained = Arc::new(Notify::new());
+        inner.set_buffered_amount_low_threshold(SEND_LOW_WATER);
+        let signal = drained.clone();
+        inner.on_buffered_amount_low(Box::new(move || {
+            signal.notify_waiters();
+            Box::pin(async {})
+        }));
+        Ok(Channel { inner, drained })
+    }
+
+    fn forget_handlers(&self) {
+        self.channel.on_open(Box::new(|| Box::pin(async {})));
+    }
 }
 
 /// An open data channel: whole messages in and out.

@@ -257,7 +257,7 @@ where
             let (peer, service, context) = (peer.clone(), self.service.clone(), context.clone());
             let done = beats_done.clone().cancelled_owned();
             tokio::spawn(tracing::Instrument::in_current_span(async move {
-                match peer.heartbeat_channel(Duration::from_secs(10)).await {
+                match peer.heartbeat_channel().await {
                     Ok(beats) => super::heartbeats::serve(beats, service, context, done).await,
                     Err(e) => tracing::debug!(error = %e, "no heartbeat channel"),
                 }
