@@ -252,19 +252,16 @@ where
         };
         // Heartbeat datagrams, if the caller is a Tether client (the channel opens with the
         // association either way; only Tether's client sends on it).
-        let beats_done = CancellationToken::new();
         let beats = {
             let (peer, service, context) = (peer.clone(), self.service.clone(), context.clone());
-            let done = beats_done.clone().cancelled_owned();
             tokio::spawn(tracing::Instrument::in_current_span(async move {
                 match peer.heartbeat_channel().await {
-                    Ok(beats) => super::heartbeats::serve(beats, service, context, done).await,
+                    Ok(beats) => super::heartbeats::serve(beats, service, context).await,
                     Err(e) => tracing::debug!(error = %e, "no heartbeat channel"),
                 }
             }))
         };
         dispatch::serve(channel.clone(), self.service.clone(), context, closed).await;
-        beats_done.cancel();
         beats.abort();
         let _ = beats.await;
         channel.close().await;

@@ -54,6 +54,17 @@ pub struct ConnectionContext {
     pub budget: crate::sessions::BufferBudget,
 }
 
+impl ConnectionContext {
+    /// Makes `req` a call of this connection: its peer, its buffer budget, and the entity that
+    /// authenticated when it signaled (so the auth layer needs no token).
+    pub fn attach<B>(&self, req: &mut Request<B>) {
+        req.extensions_mut().insert(self.info.clone());
+        req.extensions_mut().insert(self.budget.clone());
+        req.extensions_mut().insert(Entity(self.entity.clone()));
+        req.extensions_mut().insert(ChannelAuthenticated);
+    }
+}
+
 type BodySender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 
 struct Open {
@@ -268,10 +279,7 @@ where
             return stream;
         }
     };
-    req.extensions_mut().insert(context.info.clone());
-    req.extensions_mut().insert(context.budget.clone());
-    req.extensions_mut().insert(Entity(context.entity.clone()));
-    req.extensions_mut().insert(ChannelAuthenticated);
+    context.attach(&mut req);
     let headers_sent = AtomicBool::new(false);
     let work = respond(stream, service.oneshot(req), &send, &headers_sent);
     let finished = match timeout {

@@ -4,8 +4,6 @@
 //! rules apply), and answered with one ack. One at a time per peer: a flood is served no
 //! faster than the stack answers, and a message too large to be a heartbeat is dropped unread.
 
-use std::future::Future;
-
 use axum::body::Body;
 use bytes::Bytes;
 use http::Request;
@@ -18,9 +16,7 @@ use tether_rtc::Channel;
 use tower::ServiceExt;
 
 use super::dispatch::ConnectionContext;
-use crate::auth::ChannelAuthenticated;
 use crate::server::Stack;
-use crate::sessions::Entity;
 
 /// The heartbeat method's path, from the generated server's name.
 fn heartbeat_path() -> String {
@@ -30,23 +26,10 @@ fn heartbeat_path() -> String {
     )
 }
 
-/// Serves `channel` until it closes or `closed` resolves.
-pub async fn serve<S: Stack>(
-    channel: Channel,
-    service: S,
-    context: ConnectionContext,
-    closed: impl Future<Output = ()>,
-) {
+/// Serves `channel` until it closes (the answerer aborts it when the peer ends).
+pub async fn serve<S: Stack>(channel: Channel, service: S, context: ConnectionContext) {
     let path = heartbeat_path();
-    tokio::pin!(closed);
-    loop {
-        let message = tokio::select! {
-            () = &mut closed => return,
-            m = channel.recv() => match m {
-                Some(m) => m,
-                None => return,
-            },
-        };
+    while let Some(message) = channel.recv().await {
         if message.len() > MAX_DATAGRAM {
             continue;
         }
@@ -74,10 +57,7 @@ async fn heartbeat<S: Stack>(
     else {
         return Ack::Refused;
     };
-    req.extensions_mut().insert(context.info.clone());
-    req.extensions_mut().insert(context.budget.clone());
-    req.extensions_mut().insert(Entity(context.entity.clone()));
-    req.extensions_mut().insert(ChannelAuthenticated);
+    context.attach(&mut req);
     let Ok(response) = service.oneshot(req).await;
     let (parts, body) = response.into_parts();
     // A trailers-only answer carries its status in the headers; otherwise it is in the
