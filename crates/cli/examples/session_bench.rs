@@ -34,13 +34,6 @@ mod support;
 
 type Expiries = Arc<Mutex<Vec<(String, u64)>>>;
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -264,8 +257,8 @@ async fn run(
     println!(
         "  stop lateness (stop start - deadline) over {} expiries: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         late.len(),
-        percentile(&late, 0.5) as f64 / 1e3,
-        percentile(&late, 0.99) as f64 / 1e3,
+        support::percentile(&late, 0.5) as f64 / 1e3,
+        support::percentile(&late, 0.99) as f64 / 1e3,
         late.last().copied().unwrap_or(0) as f64 / 1e3,
     );
     println!(

@@ -124,22 +124,20 @@ impl Rng {
     }
 }
 
+#[derive(Default)]
 struct Session {
     killed: Option<Instant>,
     /// When its client let it go without killing it (the run ended).
     released: Option<Instant>,
-}
-
-struct Expiry {
-    id: String,
-    late_us: u64,
-    at: Instant,
+    /// When the machine logged its expiry, and the expiry's `late_us`.
+    expired: Option<(Instant, u64)>,
 }
 
 #[derive(Default)]
 struct Ledger {
     sessions: HashMap<String, Session>,
-    expiries: Vec<Expiry>,
+    /// Expiries of sessions no client here started (false by definition).
+    unknown_expiries: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -157,17 +155,18 @@ struct Counters {
     unobserved: AtomicUsize,
 }
 
-fn percentiles(mut v: Vec<f64>) -> String {
+/// Percentiles of durations in microseconds, in milliseconds.
+fn percentiles(mut v: Vec<u64>) -> String {
     if v.is_empty() {
         return "none".into();
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    v.sort_unstable();
+    let ms = |p: f64| support::percentile(&v, p) as f64 / 1e3;
     format!(
         "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} stops)",
-        at(0.5),
-        at(0.99),
-        v[v.len() - 1],
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
         v.len()
     )
 }
@@ -241,11 +240,11 @@ async fn soak(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
                 if line.contains("listening on ") {
                     let _ = ready_tx.send(());
                 } else if let Some((id, late_us)) = support::expiry_of(&line) {
-                    ledger.lock().unwrap().expiries.push(Expiry {
-                        id,
-                        late_us,
-                        at: Instant::now(),
-                    });
+                    let mut ledger = ledger.lock().unwrap();
+                    match ledger.sessions.get_mut(&id) {
+                        Some(s) => s.expired = Some((Instant::now(), late_us)),
+                        None => ledger.unknown_expiries.push(id),
+                    }
                 } else if line.contains(" WARN ")
                     || line.contains(" ERROR ")
                     || std::env::var_os("TETHER_SOAK_ECHO").is_some()
@@ -308,25 +307,32 @@ async fn run(args: &Args, pid: u32, ledger: &Shared) -> Result<bool, Box<dyn std
     // The live clients have just let go; give their expiries no weight.
     let l = ledger.lock().unwrap();
     let c = &counters;
-    let (mut late, mut kill_to_stop, mut false_server) = (Vec::new(), Vec::new(), 0);
-    for e in &l.expiries {
-        match l.sessions.get(&e.id) {
-            Some(Session {
+    let (mut late, mut kill_to_stop) = (Vec::new(), Vec::new());
+    let mut false_server = l.unknown_expiries.len();
+    for id in &l.unknown_expiries {
+        eprintln!("soak: false expiry of session {id}");
+    }
+    for (id, session) in &l.sessions {
+        let Some((at, late_us)) = session.expired else {
+            continue;
+        };
+        match session {
+            Session {
                 killed: Some(k), ..
-            }) if e.at >= *k => {
-                late.push(e.late_us as f64 / 1e3);
-                kill_to_stop.push(e.at.duration_since(*k).as_secs_f64() * 1e3);
+            } if at >= *k => {
+                late.push(late_us);
+                kill_to_stop.push(at.duration_since(*k).as_micros() as u64);
             }
-            Some(Session {
+            Session {
                 released: Some(r), ..
-            }) if e.at >= *r => {}
+            } if at >= *r => {}
             _ => {
                 false_server += 1;
-                eprintln!("soak: false expiry of session {}", e.id);
+                eprintln!("soak: false expiry of session {id}");
             }
         }
     }
-    let worst_late = late.iter().copied().fold(0.0, f64::max);
+    let worst_late = late.iter().copied().max().unwrap_or(0);
     let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
     println!(
         "soak: {} sessions at W = {:?} over {} for {:?}: {} sessions started, {} killed",
@@ -367,7 +373,7 @@ async fn run(args: &Args, pid: u32, ledger: &Shared) -> Result<bool, Box<dyn std
         && load(&c.not_expired) == 0
         && load(&c.still_powered) == 0
         && load(&c.killed) > 0
-        && worst_late <= args.max_late.as_secs_f64() * 1e3;
+        && u128::from(worst_late) <= args.max_late.as_micros();
     println!(
         "soak: {}",
         if ok {
@@ -444,7 +450,8 @@ async fn slot(
         let wait_until = Instant::now() + 3 * args.window + Duration::from_secs(5);
         let mut expired = false;
         while Instant::now() < wait_until {
-            if ledger.lock().unwrap().expiries.iter().any(|e| e.id == id) {
+            let seen = ledger.lock().unwrap().sessions.get(&id).map(|s| s.expired);
+            if seen.flatten().is_some() {
                 expired = true;
                 break;
             }
@@ -492,13 +499,11 @@ async fn command(
         match motor.set_power(0.5).await {
             Ok(()) => {
                 let id = client.session_id()?;
-                ledger.lock().unwrap().sessions.insert(
-                    id.clone(),
-                    Session {
-                        killed: None,
-                        released: None,
-                    },
-                );
+                ledger
+                    .lock()
+                    .unwrap()
+                    .sessions
+                    .insert(id.clone(), Session::default());
                 counters.started.fetch_add(1, Ordering::Relaxed);
                 return Some(id);
             }

@@ -1,5 +1,5 @@
-//! What the session benchmark and the soak both read from a running machine: its CPU time
-//! and RSS from `/proc`, and its expiry log lines.
+//! What the session benchmark and the soak both read from a running machine (its CPU time
+//! and RSS from `/proc`, and its expiry log lines) and how they sum it up.
 
 /// User plus system CPU time of process `pid`, in clock ticks (1/100 s).
 pub fn cpu_ticks(pid: u32) -> u64 {
@@ -19,6 +19,14 @@ pub fn rss_kb(pid: u32) -> u64 {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The value at fraction `p` (0..=1) of `sorted`; 0 if it is empty.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// The session id and `late_us` of a machine's "session expired" log line.
