@@ -456,23 +456,30 @@ async fn rst_stream_cancels_the_handler() {
     p.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vanished_webrtc_client_has_its_motor_stopped() {
+/// A machine with one motor, `left`, and a 500 ms window, and a raw peer whose session
+/// (returned) drives it.
+async fn left_driven_by_a_session(config_name: &str) -> (Server, RawPeer, String) {
     let config = common::temp_file(
-        "webrtc-window.json",
+        config_name,
         r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
             "network": {"sessions": {"heartbeat_window": "500ms"}}}"#,
     );
     let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
     let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
     let sid = p.start_session(false).await;
-    let md = vec![("viam-sid".to_string(), vec![sid])];
+    let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
     let set = motor::SetPowerRequest {
         name: "left".into(),
         power_pct: 0.4,
         extra: None,
     };
     assert_eq!(p.unary(SET_POWER, &set, &md, false).await.code, 0);
+    (server, p, sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_webrtc_client_has_its_motor_stopped() {
+    let (server, p, _) = left_driven_by_a_session("webrtc-window.json").await;
     // The client vanishes: no heartbeat, no goodbye.
     let started = Instant::now();
     for t in &p.tasks {
@@ -680,26 +687,12 @@ async fn connections_through_a_turn_relay_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_datagrams_keep_a_session_alive_and_are_answered_with_acks() {
     use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, decode_ack};
-    let config = common::temp_file(
-        "webrtc-datagrams.json",
-        r#"{"components": [{"name": "left", "api": "rdk:component:motor", "model": "fake"}],
-            "network": {"sessions": {"heartbeat_window": "500ms"}}}"#,
-    );
-    let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
-    let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
+    let (server, mut p, sid) = left_driven_by_a_session("webrtc-datagrams.json").await;
     let beats = p
         .peer
         .heartbeat_channel()
         .await
         .expect("the heartbeat channel opens with the association");
-    let sid = p.start_session(false).await;
-    let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
-    let set = motor::SetPowerRequest {
-        name: "left".into(),
-        power_pct: 0.4,
-        extra: None,
-    };
-    assert_eq!(p.unary(SET_POWER, &set, &md, false).await.code, 0);
     let heartbeat = robot::SendSessionHeartbeatRequest { id: sid.clone() }.encode_to_vec();
     let ack = |beats: Channel| async move {
         let m = tokio::time::timeout(Duration::from_secs(5), beats.recv())
