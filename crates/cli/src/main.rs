@@ -225,6 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         fqdn: config.network.fqdn.clone(),
         bind_address: config.network.bind_address.clone(),
+        heartbeat_datagrams: config.network.heartbeat_datagrams,
         ..ServerOptions::default()
     };
     server::run(listeners, machine.clone(), options, shutdown).await?;

@@ -416,3 +416,85 @@ async fn the_session_limit_answers_resource_exhausted_and_everything_keeps_worki
     tokio::time::sleep(2 * W).await;
     start(&ch, "").await;
 }
+
+/// StartSession's answer with its headers: the session id and the UDP heartbeat key, if given.
+async fn start_with_key(ch: &Channel) -> (String, Option<String>) {
+    let r = RobotServiceClient::new(ch.clone())
+        .start_session(StartSessionRequest { resume: "".into() })
+        .await
+        .unwrap();
+    let key = r
+        .metadata()
+        .get(tether_rpc::heartbeat::udp::KEY_HEADER)
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.into_inner().id, key)
+}
+
+#[tokio::test]
+async fn udp_heartbeats_keep_a_session_alive_and_forged_or_replayed_ones_do_not() {
+    use tether_rpc::heartbeat::Ack;
+    use tether_rpc::heartbeat::udp::{ACK_LEN, SessionKey, decode_ack, encode_request};
+    let server = Server::start(&["--config", config("", "").to_str().unwrap()]);
+    let ch = server.channel().await;
+    let (id, key) = start_with_key(&ch).await;
+    let key = SessionKey::from_header(&key.expect("a direct caller is given a key")).unwrap();
+    let raw = *uuid::Uuid::parse_str(&id).unwrap().as_bytes();
+    set_power(&ch, "left", 0.5, Some(&id)).await.unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(&server.addr).await.unwrap();
+    // The answer to one datagram, if any comes within 300 ms.
+    let exchange = |datagram: Vec<u8>| {
+        let udp = &udp;
+        async move {
+            udp.send(&datagram).await.unwrap();
+            let mut buf = [0u8; ACK_LEN + 1];
+            let n = tokio::time::timeout(Duration::from_millis(300), udp.recv(&mut buf))
+                .await
+                .ok()?
+                .unwrap();
+            Some(buf[..n].to_vec())
+        }
+    };
+    // Only datagrams, for four windows: the session, and the motor, live on.
+    let mut seq = 1;
+    let mut replay = Vec::new();
+    let until = Instant::now() + 4 * W;
+    while Instant::now() < until {
+        seq += 1;
+        let request = encode_request(&key, &raw, seq).to_vec();
+        let answer = exchange(request.clone()).await.expect("an ack");
+        assert_eq!(decode_ack(&key, &raw, &answer), Some((seq, Ack::Alive)));
+        replay = request;
+        tokio::time::sleep(W / 5).await;
+    }
+    assert_eq!(stops(&ch, "left").await, 0, "{}", server.log());
+    // A replay, a forged tag, another key's datagram and junk are not answered and keep
+    // nothing alive: the session lapses within the window.
+    let forged_key = SessionKey::from_header(&"A".repeat(43)).unwrap();
+    let mut forged_tag = encode_request(&key, &raw, seq + 1).to_vec();
+    forged_tag[50] ^= 1;
+    let t0 = Instant::now();
+    while t0.elapsed() < 2 * W {
+        assert_eq!(
+            exchange(replay.clone()).await,
+            None,
+            "a replay was answered"
+        );
+        assert_eq!(exchange(forged_tag.clone()).await, None);
+        let other = encode_request(&forged_key, &raw, seq + 2).to_vec();
+        assert_eq!(exchange(other).await, None);
+        assert_eq!(exchange(b"THB1 junk".to_vec()).await, None);
+    }
+    assert_eq!(stops(&ch, "left").await, 1, "{}", server.log());
+    // The machine says so to the key's holder.
+    let late = encode_request(&key, &raw, seq + 3).to_vec();
+    let answer = exchange(late).await.expect("an ack");
+    assert_eq!(
+        decode_ack(&key, &raw, &answer),
+        Some((seq + 3, Ack::Expired))
+    );
+    // With datagrams off, no key is handed out.
+    let off = config("", r#", "disable_heartbeat_datagrams": true"#);
+    let server = Server::start(&["--config", off.to_str().unwrap()]);
+    assert_eq!(start_with_key(&server.channel().await).await.1, None);
+}

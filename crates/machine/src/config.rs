@@ -130,6 +130,9 @@ pub struct NetworkConfig {
     pub max_sessions: usize,
     /// Deadline of each Stop started by a session's expiry.
     pub stop_timeout: Duration,
+    /// Direct clients may also heartbeat over UDP at the port number (Tether's own addition;
+    /// `network.sessions.disable_heartbeat_datagrams` turns it off).
+    pub heartbeat_datagrams: bool,
     /// Certificate and key files (PEM), when configured.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// A connection with no call in flight for this long is closed.
@@ -162,6 +165,7 @@ impl Default for NetworkConfig {
             max_connections_per_address: default_per_address(DEFAULT_MAX_CONNECTIONS),
             max_sessions: tether_session::DEFAULT_MAX_SESSIONS,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            heartbeat_datagrams: true,
             tls_files: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             fqdn: None,
@@ -320,6 +324,8 @@ struct RawSessions {
     max_sessions: Option<usize>,
     #[serde(default)]
     stop_timeout: Option<String>,
+    #[serde(default)]
+    disable_heartbeat_datagrams: bool,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +544,7 @@ impl RawNetwork {
             }
             net.max_sessions = max;
         }
+        net.heartbeat_datagrams = !self.sessions.disable_heartbeat_datagrams;
         if let Some(timeout) = self.sessions.stop_timeout {
             let d = parse_go_duration(&timeout)
                 .map_err(|e| format!("network.sessions.stop_timeout: {e}"))?;

@@ -284,7 +284,7 @@ impl robot::robot_service_server::RobotService for RobotApi {
         let started = self
             .machine
             .sessions()
-            .start(&owner, resume, peer)
+            .start(&owner, resume, peer.clone())
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         session_span(&started.id, &owner).in_scope(|| {
             tracing::info!(
@@ -295,10 +295,20 @@ impl robot::robot_service_server::RobotService for RobotApi {
         });
         let window = prost_types::Duration::try_from(started.window)
             .map_err(|e| Status::internal(format!("heartbeat window: {e}")))?;
-        Ok(Response::new(robot::StartSessionResponse {
+        let mut response = Response::new(robot::StartSessionResponse {
             id: started.id.to_string(),
             heartbeat_window: Some(window),
-        }))
+        });
+        // A direct caller may also heartbeat over UDP (WebRTC has its own datagram channel).
+        if peer.as_ref().is_some_and(|p| p.kind == PeerKind::Grpc)
+            && let Some(key) = self.machine.sessions().datagram_key(&started.id)
+            && let Ok(value) = key.to_header().parse()
+        {
+            response
+                .metadata_mut()
+                .insert(tether_rpc::heartbeat::udp::KEY_HEADER, value);
+        }
+        Ok(response)
     }
 
     async fn send_session_heartbeat(

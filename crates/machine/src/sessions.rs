@@ -28,6 +28,7 @@ use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tether_rpc::grpc::{PREFIX_LEN, Prefix};
+use tether_rpc::heartbeat::{Ack, udp};
 use tether_session::{Expired, SessionExpired, SessionId, SessionManager, StartError, Started};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -56,15 +57,82 @@ pub fn session_expired() -> tonic::Status {
 pub struct Sessions {
     manager: Mutex<SessionManager<ResourceName, Option<PeerInfo>>>,
     wake: Notify,
+    datagrams: Datagrams,
+}
+
+/// Heartbeat datagrams over UDP ([`tether_rpc::heartbeat::udp`]): the process's secret that
+/// every session's key is derived from, whether the server listens for them, and the highest
+/// sequence number accepted per session (so a replayed datagram is refused).
+struct Datagrams {
+    secret: ring::hmac::Key,
+    listening: std::sync::atomic::AtomicBool,
+    accepted: Mutex<std::collections::HashMap<SessionId, u64>>,
 }
 
 impl Sessions {
     /// Sessions with this window and limit.
     pub fn new(window: Duration, max_sessions: usize) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let secret = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| panic!("the system's random source failed"));
         Self {
-            manager: Mutex::new(SessionManager::new(window, max_sessions)),
+            // A new session's first heartbeat can only follow StartSession's answer.
+            manager: Mutex::new(SessionManager::new(window, max_sessions).with_first_grace(window)),
             wake: Notify::new(),
+            datagrams: Datagrams {
+                secret,
+                listening: Default::default(),
+                accepted: Default::default(),
+            },
         }
+    }
+
+    /// From now on StartSession hands direct callers a heartbeat key: the server listens for
+    /// heartbeat datagrams.
+    pub fn listen_for_datagrams(&self) {
+        self.datagrams
+            .listening
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Session `id`'s heartbeat key, if the server listens for datagrams.
+    pub fn datagram_key(&self, id: &SessionId) -> Option<udp::SessionKey> {
+        self.datagrams
+            .listening
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| udp::derive_key(&self.datagrams.secret, id.as_bytes()))
+    }
+
+    /// Applies one heartbeat datagram; the answer to send back, if it deserves one (signed
+    /// with its session's key, and newer than every datagram accepted for that session).
+    pub fn datagram(&self, datagram: &[u8]) -> Option<[u8; udp::ACK_LEN]> {
+        let (raw_id, seq) = udp::request_fields(datagram)?;
+        let key = udp::derive_key(&self.datagrams.secret, &raw_id);
+        if !udp::request_is_signed_by(&key, datagram) {
+            return None;
+        }
+        let id = Uuid::from_bytes(raw_id);
+        let ack = {
+            let mut accepted = lock(&self.datagrams.accepted);
+            let mut manager = lock(&self.manager);
+            match manager.owner(&id).map(str::to_string) {
+                None => {
+                    accepted.remove(&id);
+                    Ack::Expired
+                }
+                Some(owner) => {
+                    if accepted.get(&id).is_some_and(|last| seq <= *last) {
+                        return None;
+                    }
+                    accepted.insert(id, seq);
+                    match manager.heartbeat(Instant::now(), id, &owner, None) {
+                        Ok(()) => Ack::Alive,
+                        Err(SessionExpired) => Ack::Expired,
+                    }
+                }
+            }
+        };
+        Some(udp::encode_ack(&key, &raw_id, seq, ack))
     }
 
     /// The heartbeat window.
@@ -139,6 +207,12 @@ impl Sessions {
                 }
             }
             let expired = lock(&self.manager).expire(Instant::now());
+            if !expired.is_empty() {
+                let mut accepted = lock(&self.datagrams.accepted);
+                for e in &expired {
+                    accepted.remove(&e.id);
+                }
+            }
             // Start every stop of the batch first, then log: a line written for one session
             // must not delay the stops of the next.
             let reports: Vec<_> = expired

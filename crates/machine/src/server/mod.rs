@@ -9,6 +9,7 @@
 //! (GOAWAY) and gives control back within a grace period.
 
 mod connection;
+mod datagrams;
 mod idle;
 mod negotiate;
 mod router;
@@ -105,6 +106,8 @@ pub struct ServerOptions {
     pub fqdn: Option<String>,
     /// The configured bind address (`host:port`), also a name it answers to.
     pub bind_address: String,
+    /// Whether direct clients may also heartbeat over UDP at the port number.
+    pub heartbeat_datagrams: bool,
 }
 
 /// WebRTC settings of the server.
@@ -157,6 +160,7 @@ impl Default for ServerOptions {
             webrtc: Some(WebRtcOptions::default()),
             fqdn: None,
             bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
+            heartbeat_datagrams: true,
         }
     }
 }
@@ -242,6 +246,22 @@ pub async fn run(
         .layer(SessionLayer::new(machine.clone()))
         .service(router);
     let expiry = tokio::spawn(machine.sessions().clone().run_expiry(machine.clone()));
+    let mut datagram_tasks = Vec::new();
+    if options.heartbeat_datagrams {
+        let addresses: Vec<_> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        for socket in datagrams::bind(&addresses).await {
+            datagram_tasks.push(tokio::spawn(datagrams::serve(
+                socket,
+                machine.sessions().clone(),
+            )));
+        }
+        if !datagram_tasks.is_empty() {
+            machine.sessions().listen_for_datagrams();
+        }
+    }
     let answerer_stop = CancellationToken::new();
     let answerer = webrtc.map(|(w, _)| {
         let answerer = Answerer {
@@ -285,5 +305,8 @@ pub async fn run(
         tracing::warn!(grace = ?options.shutdown_grace, "connections still open after the grace period; closing them");
     }
     expiry.abort();
+    for task in datagram_tasks {
+        task.abort();
+    }
     Ok(())
 }
