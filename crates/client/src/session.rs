@@ -15,9 +15,15 @@
 //!   and, the same heartbeat, over the commanding connection as well. On a lossy link a lost
 //!   segment stalls a TCP connection (everything behind it waits for the retransmission),
 //!   and the machine hears from whichever connection is not stalled. Until the thread's own
-//!   connection is up, the commanding one carries them alone.
+//!   connection is up, the commanding one carries them alone. When the machine hands out a
+//!   heartbeat key (StartSession's `tether-heartbeat-key` header), also as authenticated UDP
+//!   datagrams to the same address every W/10 ([`tether_rpc::heartbeat::udp`]), which no
+//!   lost segment holds back — but only while heartbeat calls still get through (within
+//!   [`HeartbeatPolicy::datagram_grace`]), so UDP alone never keeps a session whose
+//!   commanding path is gone.
 //! - On **WebRTC**, over the commanding peer connection itself: as a call on its reliable
-//!   channel and as a datagram on Tether's heartbeat channel ([`tether_rpc::heartbeat`]). A
+//!   channel every W/5 and as a datagram on Tether's heartbeat channel
+//!   ([`tether_rpc::heartbeat`]) every W/10. A
 //!   separate TCP connection would take a different path (TCP to the signaling address rather
 //!   than the ICE-selected UDP pair): it could keep a session — and a motor — alive after the
 //!   data channel died, or let it lapse while the data channel is fine. The peer connection's engine, reader and
@@ -36,6 +42,7 @@ use crate::webrtc::WebRtcChannel;
 use bytes::Bytes;
 use prost::Message as _;
 use tether_rpc::heartbeat::Ack;
+use tether_rpc::heartbeat::udp::{self, SessionKey};
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
@@ -53,6 +60,12 @@ struct State {
     unsupported: bool,
     /// The live session's window.
     window: Option<Duration>,
+}
+
+/// The heartbeat key a StartSession answer carries in its headers, if the machine takes
+/// heartbeat datagrams over UDP.
+fn datagram_key(metadata: &tonic::metadata::MetadataMap) -> Option<SessionKey> {
+    SessionKey::from_header(metadata.get(udp::KEY_HEADER)?.to_str().ok()?)
 }
 
 /// The client side of one machine's session.
@@ -90,8 +103,9 @@ impl ClientSession {
         }
         let response = RobotServiceClient::new(channel.clone())
             .start_session(StartSessionRequest { resume: id.into() })
-            .await?
-            .into_inner();
+            .await?;
+        let key = datagram_key(response.metadata());
+        let response = response.into_inner();
         if response.id == id {
             return Ok(true);
         }
@@ -107,7 +121,7 @@ impl ClientSession {
         inner.emit(ConnectionEvent::SessionStarted {
             id: response.id.clone(),
         });
-        spawn_heartbeats(std::sync::Arc::downgrade(inner), response.id, window);
+        spawn_heartbeats(std::sync::Arc::downgrade(inner), response.id, window, key);
         Ok(false)
     }
 
@@ -153,8 +167,11 @@ impl ClientSession {
                 resume: resume.clone(),
             })
             .await;
-        let response = match started {
-            Ok(r) => r.into_inner(),
+        let (response, key) = match started {
+            Ok(r) => {
+                let key = datagram_key(r.metadata());
+                (r.into_inner(), key)
+            }
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 self.state().unsupported = true;
                 return Ok(None);
@@ -177,7 +194,7 @@ impl ClientSession {
         } else {
             ConnectionEvent::SessionStarted { id: id.clone() }
         });
-        spawn_heartbeats(std::sync::Arc::downgrade(inner), id.clone(), window);
+        spawn_heartbeats(std::sync::Arc::downgrade(inner), id.clone(), window, key);
         Ok(Some(id))
     }
 }
@@ -226,6 +243,23 @@ impl HeartbeatPolicy {
         self.window / 5
     }
 
+    /// How often a heartbeat datagram is sent (over UDP on direct gRPC, on the heartbeat
+    /// channel on WebRTC): W/10. A datagram is cheap, and a lost one is simply not there, so
+    /// twice as many of them make a window without one as rare as five lost in a row would
+    /// not: at 5 % loss with jitter, a session sees a gap of a whole window once in tens of
+    /// thousands of heartbeats at W/5, and practically never at W/10.
+    pub fn datagram_period(&self) -> Duration {
+        self.window / 10
+    }
+
+    /// How long UDP heartbeats go on without a heartbeat call answered: 4 W, at least 2 s.
+    /// They keep a session alive through TCP stalls, but not once the connections the
+    /// commands take are gone (UDP may pass where TCP no longer does): then the session
+    /// lapses as it would without them.
+    pub fn datagram_grace(&self) -> Duration {
+        (self.window * 4).max(Duration::from_secs(2))
+    }
+
     /// How long one heartbeat is waited for: W. By then the machine has either had a later
     /// one or expired the session, so its answer no longer matters.
     pub fn heartbeat_timeout(&self) -> Duration {
@@ -260,6 +294,12 @@ fn heartbeat_timings_follow_the_window() {
     assert_eq!(p.heartbeat_timeout(), Duration::from_secs(2));
     assert_eq!(p.silence_limit(), Duration::from_secs(2));
     assert_eq!(p.probe_timeout(), Duration::from_secs(1));
+    assert_eq!(p.datagram_period(), Duration::from_millis(200));
+    assert_eq!(p.datagram_grace(), Duration::from_secs(8));
+    assert_eq!(
+        HeartbeatPolicy::new(Duration::from_millis(100)).datagram_grace(),
+        Duration::from_secs(2)
+    );
     assert_eq!(
         HeartbeatPolicy::new(Duration::from_millis(30)).probe_timeout(),
         HeartbeatPolicy::MIN_PROBE
@@ -280,12 +320,17 @@ fn window_of(response: &StartSessionResponse) -> Option<Duration> {
 
 /// Heartbeats session `id` every `window / 5` from a dedicated thread until the session ends
 /// or the client is gone.
-fn spawn_heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
+fn spawn_heartbeats(
+    client: Weak<ClientState>,
+    id: String,
+    window: Duration,
+    key: Option<SessionKey>,
+) {
     let Some(gone) = client.upgrade().map(|c| c.lifetime.subscribe()) else {
         return;
     };
     let spawned = crate::runtime_thread("tether-heartbeat", move || {
-        heartbeat_loop(client, id, window, gone)
+        heartbeat_loop(client, id, window, key, gone)
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the heartbeat thread and its runtime");
@@ -335,38 +380,148 @@ async fn heartbeat_loop(
     client: Weak<ClientState>,
     id: String,
     window: Duration,
+    key: Option<SessionKey>,
     mut gone: tokio::sync::watch::Receiver<()>,
 ) {
     tokio::select! {
         // The client was dropped: not one heartbeat more.
         _ = gone.changed() => {}
-        () = heartbeats(client, id, window) => {}
+        () = heartbeats(client, id, window, key) => {}
     }
 }
 
-type Dialed = Result<(Channel, Option<String>), String>;
+/// The thread's own connection: a direct channel and its token.
+struct Own {
+    channel: Channel,
+    token: Option<String>,
+}
 
-async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
+/// Dials the thread's own connection to `address`.
+async fn dial_own(
+    address: String,
+    tls: crate::Tls,
+    credentials: Option<crate::ApiKey>,
+    timeout: Duration,
+) -> Result<Own, String> {
+    let dialed = tokio::time::timeout(
+        timeout,
+        connect_authenticated(&address, &tls, credentials.as_ref()),
+    )
+    .await;
+    let (channel, token) = match dialed {
+        Ok(dialed) => dialed.map_err(|e| e.to_string())?,
+        Err(_) => return Err(format!("no connection within {timeout:?}")),
+    };
+    Ok(Own { channel, token })
+}
+
+/// A UDP socket connected to the machine's `host:port`.
+async fn udp_socket(address: &str) -> std::io::Result<tokio::net::UdpSocket> {
+    let target = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let local: std::net::SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
+    Ok(socket)
+}
+
+/// Heartbeat datagram sequence numbers: microseconds since the Unix epoch, always rising, so a
+/// session's numbers keep rising across heartbeat threads (the machine refuses any number not
+/// above the last it accepted).
+#[derive(Default)]
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.0 = (self.0 + 1).max(now);
+        self.0
+    }
+}
+
+async fn heartbeats(
+    client: Weak<ClientState>,
+    id: String,
+    window: Duration,
+    key: Option<SessionKey>,
+) {
     let policy = HeartbeatPolicy::new(window);
     let mut tick = tokio::time::interval(policy.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut datagram_tick = tokio::time::interval(policy.datagram_period());
+    datagram_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // UDP heartbeats need the key and the id as bytes.
+    let udp_session = key.zip(uuid::Uuid::parse_str(&id).ok().map(|u| *u.as_bytes()));
+    let mut sequence = Sequence::default();
+    let mut ack_buf = [0u8; udp::ACK_LEN + 1];
     // The thread's own direct connection, while the client's transport is direct. Until it is
     // up (first dialed, or redialed), heartbeats take the commanding connection: a handshake
     // takes round trips the window may not have.
-    let mut connection: Option<(Channel, Option<String>)> = None;
-    let mut dialing: Option<tokio::task::JoinHandle<Dialed>> = None;
+    let mut connection: Option<Own> = None;
+    // The UDP socket for heartbeat datagrams, set up at once (it needs no handshake: the
+    // first seconds of a session, while the heartbeat connection is dialed, are covered too).
+    let mut udp: Option<std::sync::Arc<tokio::net::UdpSocket>> = None;
+    let mut udp_setup: Option<tokio::task::JoinHandle<std::io::Result<tokio::net::UdpSocket>>> =
+        None;
+    let mut udp_failed = false;
+    let mut dialing: Option<tokio::task::JoinHandle<Result<Own, String>>> = None;
     let mut in_flight = tokio::task::JoinSet::new();
     // Over WebRTC: the connection whose heartbeat acks are read, and its acks.
     let mut datagram_acks: Option<(WebRtcChannel, broadcast::Receiver<Bytes>)> = None;
     let datagram = Bytes::from(SendSessionHeartbeatRequest { id: id.clone() }.encode_to_vec());
     // When a heartbeat was last answered, or the path last (re)started.
     let mut last_answer = tokio::time::Instant::now();
+    // When a heartbeat call was last answered: UDP datagrams go only while calls get through.
+    let mut last_call_answer = tokio::time::Instant::now();
     loop {
         // What answered: a heartbeat call, or the machine's ack of a datagram.
         let answer = tokio::select! {
             _ = tick.tick() => None,
+            _ = datagram_tick.tick() => {
+                let Some(inner) = client.upgrade() else {
+                    return;
+                };
+                match inner.transport() {
+                    Transport::WebRtc(rtc) => {
+                        if datagram_acks
+                            .as_ref()
+                            .is_none_or(|(held, _)| !held.same_connection(&rtc))
+                        {
+                            datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
+                        }
+                        rtc.send_heartbeat_datagram(datagram.clone());
+                    }
+                    Transport::Direct(_) => match (&udp_session, &udp) {
+                        (Some((key, raw_id)), Some(socket))
+                            if last_call_answer.elapsed() < policy.datagram_grace() =>
+                        {
+                            let request = udp::encode_request(key, raw_id, sequence.next());
+                            let _ = socket.try_send(&request);
+                        }
+                        (Some(_), None) if udp_setup.is_none() && !udp_failed => {
+                            let address = inner.address.clone();
+                            udp_setup =
+                                Some(tokio::spawn(async move { udp_socket(&address).await }));
+                        }
+                        _ => {}
+                    },
+                }
+                continue;
+            }
             Some(done) = in_flight.join_next() => {
-                Some(done.unwrap_or(Answer::Failed("the heartbeat task failed".into())))
+                let answer = done.unwrap_or(Answer::Failed("the heartbeat task failed".into()));
+                if matches!(answer, Answer::Alive) {
+                    last_call_answer = tokio::time::Instant::now();
+                }
+                Some(answer)
             }
             Some(ack) = async { Some(datagram_acks.as_mut()?.1.recv().await) } => match ack {
                 Ok(message) => match tether_rpc::heartbeat::decode_ack(&message) {
@@ -382,10 +537,47 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                     continue;
                 }
             },
+            Some(set_up) = async { Some(udp_setup.as_mut()?.await) } => {
+                udp_setup = None;
+                match set_up {
+                    Ok(Ok(socket)) => {
+                        // The first datagram at once, not a tick later.
+                        if let Some((key, raw_id)) = &udp_session {
+                            let request = udp::encode_request(key, raw_id, sequence.next());
+                            let _ = socket.try_send(&request);
+                        }
+                        udp = Some(std::sync::Arc::new(socket));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "no heartbeat datagrams: heartbeats over TCP only");
+                        udp_failed = true;
+                    }
+                    Err(_) => udp_failed = true,
+                }
+                continue;
+            }
+            Some(received) = async {
+                let socket = udp.as_ref()?;
+                Some(socket.recv(&mut ack_buf).await)
+            } => match (received, &udp_session) {
+                (Ok(n), Some((key, raw_id))) => match udp::decode_ack(key, raw_id, &ack_buf[..n]) {
+                    Some((_, Ack::Alive)) => Some(Answer::Alive),
+                    Some((_, Ack::Expired)) => Some(Answer::Expired),
+                    _ => continue,
+                },
+                (Ok(_), None) => continue,
+                // Nothing listens for datagrams there (ICMP port unreachable): TCP only.
+                (Err(e), _) => {
+                    tracing::debug!(error = %e, "heartbeat datagram socket failed");
+                    udp = None;
+                    udp_failed = true;
+                    continue;
+                }
+            },
             Some(dialed) = async { Some(dialing.as_mut()?.await) } => {
                 dialing = None;
                 match dialed {
-                    Ok(Ok(c)) => connection = Some(c),
+                    Ok(Ok(own)) => connection = Some(own),
                     // Not a sign that the commanding connection is lost: it carries the
                     // heartbeats meanwhile, and a real loss shows as a silent window. The next
                     // tick dials again.
@@ -426,8 +618,9 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
             // Heartbeats still on the old connection may yet arrive: they finish on their own.
             connection = None;
             last_answer = tokio::time::Instant::now();
-            // Every path the heartbeats took (both connections, or the peer's channel and its
-            // datagrams) went unanswered for a window: that is the probe, already failed.
+            // Every path the heartbeats took (both connections and datagrams, or the peer's
+            // channel and its datagrams) went unanswered for a window: that is the probe,
+            // already failed.
             if let Some(inner) = client.upgrade() {
                 inner.lost("no heartbeat answered for a whole window".into());
             }
@@ -450,21 +643,14 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
         let token = token.map(|t| t.to_string());
         let (via, token) = match (transport, &connection) {
             (Transport::WebRtc(rtc), _) => {
+                udp = None;
+                // The datagram tick sends the same heartbeat as a datagram too: a lost packet
+                // on the reliable channel holds back everything behind it until it is
+                // retransmitted; a lost datagram holds back nothing.
                 connection = None;
-                // The same heartbeat as a datagram too: a lost packet on the reliable channel
-                // holds back everything behind it until it is retransmitted (SCTP's
-                // retransmission timeout is at least a second); a lost datagram holds back
-                // nothing.
-                if datagram_acks
-                    .as_ref()
-                    .is_none_or(|(held, _)| !held.same_connection(&rtc))
-                {
-                    datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
-                }
-                rtc.send_heartbeat_datagram(datagram.clone());
                 (Transport::WebRtc(rtc), token)
             }
-            (commanding @ Transport::Direct(_), Some((own, own_token))) => {
+            (commanding @ Transport::Direct(_), Some(own)) => {
                 // The same heartbeat on the commanding connection too: a lost segment stalls
                 // a TCP connection for about a round trip and a reorder window, and with two
                 // connections the machine hears from whichever is not stalled.
@@ -474,22 +660,16 @@ async fn heartbeats(client: Weak<ClientState>, id: String, window: Duration) {
                     token.clone(),
                     policy.heartbeat_timeout(),
                 ));
-                (Transport::Direct(own.clone()), own_token.clone())
+                (Transport::Direct(own.channel.clone()), own.token.clone())
             }
             (commanding @ Transport::Direct(_), None) => {
                 if dialing.is_none() {
-                    let timeout = policy.dial_timeout();
-                    dialing = Some(tokio::spawn(async move {
-                        match tokio::time::timeout(
-                            timeout,
-                            connect_authenticated(&address, &tls, credentials.as_ref()),
-                        )
-                        .await
-                        {
-                            Ok(dialed) => dialed.map_err(|e| e.to_string()),
-                            Err(_) => Err(format!("no connection within {timeout:?}")),
-                        }
-                    }));
+                    dialing = Some(tokio::spawn(dial_own(
+                        address,
+                        tls,
+                        credentials,
+                        policy.dial_timeout(),
+                    )));
                 }
                 (commanding, token)
             }
