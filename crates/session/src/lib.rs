@@ -102,6 +102,8 @@ struct Session<R, P> {
 #[derive(Debug)]
 pub struct SessionManager<R, P> {
     window: Duration,
+    /// Extra time a new session gets before its first heartbeat.
+    first_grace: Duration,
     max_sessions: usize,
     sessions: HashMap<SessionId, Session<R, P>>,
     /// Every live session by deadline: the next to expire comes first.
@@ -116,6 +118,7 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
         assert!(!window.is_zero(), "a heartbeat window must be positive");
         Self {
             window,
+            first_grace: Duration::ZERO,
             max_sessions,
             sessions: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -126,6 +129,17 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
     /// The heartbeat window.
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// Gives a new session `grace` more than the window before its first heartbeat (none by
+    /// default). Its client learns the id only when StartSession's answer arrives, so on a
+    /// slow, lossy link the answer and the first heartbeat together can take longer than a
+    /// short window. It costs no safety: a session drives nothing before its first
+    /// monitored call, and every heartbeat (a monitored call is one) sets the deadline to
+    /// exactly one window after it, so the grace is gone with the first one.
+    pub fn with_first_grace(mut self, grace: Duration) -> Self {
+        self.first_grace = grace;
+        self
     }
 
     /// Live sessions (including any past their deadline that `expire` has not collected yet).
@@ -168,7 +182,7 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
                 break id;
             }
         };
-        let deadline = now + self.window;
+        let deadline = now + self.window + self.first_grace;
         self.sessions.insert(
             id,
             Session {
@@ -209,6 +223,11 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
             session.peer = peer;
         }
         Ok(())
+    }
+
+    /// The owner of live session `id`, if it is known.
+    pub fn owner(&self, id: &SessionId) -> Option<&str> {
+        self.sessions.get(id).map(|s| s.owner.as_str())
     }
 
     /// Records the caller of a safety-monitored call on `resource`: the session, or `None` for
@@ -327,6 +346,24 @@ mod tests {
             m.heartbeat(deadline, s.id, "alice", None),
             Err(SessionExpired)
         );
+    }
+
+    #[test]
+    fn the_first_grace_lasts_until_the_first_heartbeat() {
+        let (m, t0) = manager();
+        let mut m = m.with_first_grace(W);
+        let a = m.start(t0, "", None, 0).unwrap().id;
+        let b = m.start(t0, "", None, 0).unwrap().id;
+        assert!(
+            m.expire(t0 + 2 * W - ms(1)).is_empty(),
+            "two windows before any heartbeat"
+        );
+        // A heartbeat (or a monitored call) brings the deadline back to one window after it.
+        m.heartbeat(t0 + ms(10), a, "", None).unwrap();
+        m.record_caller("left", Some(a));
+        let gone = m.expire(t0 + ms(10) + W);
+        assert_eq!((gone[0].id, gone[0].resources.clone()), (a, vec!["left"]));
+        assert_eq!(m.expire(t0 + 2 * W)[0].id, b);
     }
 
     #[test]
