@@ -9,6 +9,11 @@ use crate::param::param_forward_tsn_supported::ParamForwardTsnSupported;
 use crate::param::param_type::ParamType;
 use crate::param::param_unrecognized::ParamUnrecognized;
 
+/// Tether patch: the largest message that may use [`UNRELIABLE_ALLOWANCE`].
+const UNRELIABLE_MAX_MESSAGE: usize = 256;
+/// Tether patch: how far beyond cwnd small never-retransmitted messages may go in flight.
+const UNRELIABLE_ALLOWANCE: usize = 4096;
+
 pub struct AssociationInternal {
     pub(crate) name: String,
     pub(crate) state: Arc<AtomicU8>,
@@ -1917,6 +1922,15 @@ impl AssociationInternal {
         }
     }
 
+    /// Tether patch: whether `stream` is partially reliable with no retransmissions.
+    fn never_retransmitted(&self, stream: u16) -> bool {
+        self.streams.get(&stream).is_some_and(|s| {
+            ReliabilityType::from(s.reliability_type.load(Ordering::SeqCst))
+                == ReliabilityType::Rexmit
+                && s.reliability_value.load(Ordering::SeqCst) == 0
+        })
+    }
+
     /// pop_pending_data_chunks_to_send pops chunks from the pending queues as many as
     /// the cwnd and rwnd allows to send.
     async fn pop_pending_data_chunks_to_send(&mut self) -> (Vec<ChunkPayloadData>, Vec<u16>) {
@@ -1954,7 +1968,23 @@ impl AssociationInternal {
                 continue;
             }
 
-            if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize {
+            // Tether patch: a small single-chunk message on an unordered stream that is never
+            // retransmitted (a heartbeat datagram) may go up to UNRELIABLE_ALLOWANCE beyond
+            // cwnd. After a loss cwnd falls to one MTU, which the chunk being retransmitted
+            // fills until a retransmission timeout later; a heartbeat queued behind it would
+            // arrive a second late, after a short window expired the session. The allowance
+            // is small and only such messages can use it, so ordinary data stays under cwnd.
+            let allowance = if unordered
+                && beginning_fragment
+                && c.ending_fragment
+                && data_len <= UNRELIABLE_MAX_MESSAGE
+                && self.never_retransmitted(stream_identifier)
+            {
+                UNRELIABLE_ALLOWANCE
+            } else {
+                0
+            };
+            if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize + allowance {
                 break; // would exceed cwnd
             }
 
