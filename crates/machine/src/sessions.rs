@@ -125,7 +125,10 @@ impl Sessions {
                         return None;
                     }
                     accepted.insert(id, seq);
-                    match manager.heartbeat(Instant::now(), id, &owner, None) {
+                    let before = manager.next_deadline();
+                    let beat = manager.heartbeat(Instant::now(), id, &owner, None);
+                    self.wake_if_sooner(before, manager.next_deadline());
+                    match beat {
                         Ok(()) => Ack::Alive,
                         Err(SessionExpired) => Ack::Expired,
                     }
@@ -147,10 +150,10 @@ impl Sessions {
         resume: Option<SessionId>,
         peer: Option<PeerInfo>,
     ) -> Result<Started, StartError> {
-        let started = lock(&self.manager).start(Instant::now(), owner, resume, peer);
-        if matches!(&started, Ok(s) if !s.resumed) {
-            self.wake.notify_one();
-        }
+        let mut m = lock(&self.manager);
+        let before = m.next_deadline();
+        let started = m.start(Instant::now(), owner, resume, peer);
+        self.wake_if_sooner(before, m.next_deadline());
         started
     }
 
@@ -161,7 +164,24 @@ impl Sessions {
         owner: &str,
         peer: Option<PeerInfo>,
     ) -> Result<(), SessionExpired> {
-        lock(&self.manager).heartbeat(Instant::now(), id, owner, peer.map(Some))
+        let mut m = lock(&self.manager);
+        let before = m.next_deadline();
+        let beat = m.heartbeat(Instant::now(), id, owner, peer.map(Some));
+        self.wake_if_sooner(before, m.next_deadline());
+        beat
+    }
+
+    /// Wakes the expiry driver if the earliest deadline moved earlier than the one it sleeps
+    /// until: a new session, or a first heartbeat ending a new session's grace.
+    fn wake_if_sooner(&self, before: Option<Instant>, after: Option<Instant>) {
+        let sooner = match (before, after) {
+            (Some(b), Some(a)) => a < b,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if sooner {
+            self.wake.notify_one();
+        }
     }
 
     /// The sessions `owner` holds, with their peers.
@@ -183,7 +203,10 @@ impl Sessions {
     ) -> Result<(), SessionExpired> {
         let mut m = lock(&self.manager);
         if let Some(id) = session {
-            m.heartbeat(Instant::now(), id, owner, None)?;
+            let before = m.next_deadline();
+            let beat = m.heartbeat(Instant::now(), id, owner, None);
+            self.wake_if_sooner(before, m.next_deadline());
+            beat?;
         }
         if let Some(resource) = resource {
             m.record_caller(resource, session);
