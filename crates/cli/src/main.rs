@@ -173,6 +173,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    // Bound before the machine says it is listening: a client may heartbeat at once.
+    let datagram_sockets = if config.network.heartbeat_datagrams {
+        server::bind_datagrams(&addresses).await
+    } else {
+        Vec::new()
+    };
     let transport = if tls.is_some() {
         "TLS, ALPN h2 and http/1.1"
     } else {
@@ -225,10 +231,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         fqdn: config.network.fqdn.clone(),
         bind_address: config.network.bind_address.clone(),
-        heartbeat_datagrams: config.network.heartbeat_datagrams,
         ..ServerOptions::default()
     };
-    server::run(listeners, machine.clone(), options, shutdown).await?;
+    server::run(
+        listeners,
+        datagram_sockets,
+        machine.clone(),
+        options,
+        shutdown,
+    )
+    .await?;
     let failures = machine.stop_all(None).await;
     for f in &failures {
         tracing::error!("{f}");

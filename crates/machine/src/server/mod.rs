@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 
+pub use datagrams::bind as bind_datagrams;
 pub use router::app;
 
 use crate::auth::{AuthLayer, Authenticator};
@@ -106,8 +107,6 @@ pub struct ServerOptions {
     pub fqdn: Option<String>,
     /// The configured bind address (`host:port`), also a name it answers to.
     pub bind_address: String,
-    /// Whether direct clients may also heartbeat over UDP at the port number.
-    pub heartbeat_datagrams: bool,
 }
 
 /// WebRTC settings of the server.
@@ -160,7 +159,6 @@ impl Default for ServerOptions {
             webrtc: Some(WebRtcOptions::default()),
             fqdn: None,
             bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
-            heartbeat_datagrams: true,
         }
     }
 }
@@ -205,10 +203,12 @@ pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
     Ok(listeners)
 }
 
-/// Serves `listeners` until `shutdown` resolves, then lets connections finish within the grace
+/// Serves `listeners` (and heartbeat datagrams on `datagram_sockets`, from
+/// [`bind_datagrams`]) until `shutdown` resolves, then lets connections finish within the grace
 /// period.
 pub async fn run(
     listeners: Vec<TcpListener>,
+    datagram_sockets: Vec<tokio::net::UdpSocket>,
     machine: Arc<Machine>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
@@ -246,21 +246,12 @@ pub async fn run(
         .layer(SessionLayer::new(machine.clone()))
         .service(router);
     let expiry = tokio::spawn(machine.sessions().clone().run_expiry(machine.clone()));
-    let mut datagram_tasks = Vec::new();
-    if options.heartbeat_datagrams {
-        let addresses: Vec<_> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        for socket in datagrams::bind(&addresses).await {
-            datagram_tasks.push(tokio::spawn(datagrams::serve(
-                socket,
-                machine.sessions().clone(),
-            )));
-        }
-        if !datagram_tasks.is_empty() {
-            machine.sessions().listen_for_datagrams();
-        }
+    let datagram_tasks: Vec<_> = datagram_sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(datagrams::serve(socket, machine.sessions().clone())))
+        .collect();
+    if !datagram_tasks.is_empty() {
+        machine.sessions().listen_for_datagrams();
     }
     let answerer_stop = CancellationToken::new();
     let answerer = webrtc.map(|(w, _)| {
