@@ -125,10 +125,7 @@ impl Sessions {
                         return None;
                     }
                     accepted.insert(id, seq);
-                    let before = manager.next_deadline();
-                    let beat = manager.heartbeat(Instant::now(), id, &owner, None);
-                    self.wake_if_sooner(before, manager.next_deadline());
-                    match beat {
+                    match self.beat(&mut manager, id, &owner, None) {
                         Ok(()) => Ack::Alive,
                         Err(SessionExpired) => Ack::Expired,
                     }
@@ -164,9 +161,20 @@ impl Sessions {
         owner: &str,
         peer: Option<PeerInfo>,
     ) -> Result<(), SessionExpired> {
-        let mut m = lock(&self.manager);
+        self.beat(&mut lock(&self.manager), id, owner, peer.map(Some))
+    }
+
+    /// Heartbeats `id` in the locked manager `m`, waking the expiry driver if that moved the
+    /// earliest deadline earlier (a first heartbeat ends a new session's grace).
+    fn beat(
+        &self,
+        m: &mut SessionManager<ResourceName, Option<PeerInfo>>,
+        id: SessionId,
+        owner: &str,
+        peer: Option<Option<PeerInfo>>,
+    ) -> Result<(), SessionExpired> {
         let before = m.next_deadline();
-        let beat = m.heartbeat(Instant::now(), id, owner, peer.map(Some));
+        let beat = m.heartbeat(Instant::now(), id, owner, peer);
         self.wake_if_sooner(before, m.next_deadline());
         beat
     }
@@ -203,10 +211,7 @@ impl Sessions {
     ) -> Result<(), SessionExpired> {
         let mut m = lock(&self.manager);
         if let Some(id) = session {
-            let before = m.next_deadline();
-            let beat = m.heartbeat(Instant::now(), id, owner, None);
-            self.wake_if_sooner(before, m.next_deadline());
-            beat?;
+            self.beat(&mut m, id, owner, None)?;
         }
         if let Some(resource) = resource {
             m.record_caller(resource, session);
