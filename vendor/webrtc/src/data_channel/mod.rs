@@ -187,7 +187,32 @@ impl RTCDataChannel {
                 );
             }
 
-            let dc = data::data_channel::DataChannel::dial(&association, self.id(), cfg).await?;
+            // Tether patch: webrtc-data applies a channel's ordering and reliability to its
+            // SCTP stream only on the DCEP handshake, which a negotiated channel never has, so
+            // a negotiated unordered, partially reliable channel was sent reliable and in
+            // order (one lost message held back every later one until it was resent). The
+            // stream now gets them here, before the first message.
+            let dc = if self.negotiated {
+                let (unordered, reliability) = match channel_type {
+                    ChannelType::Reliable => (false, sctp::stream::ReliabilityType::Reliable),
+                    ChannelType::ReliableUnordered => (true, sctp::stream::ReliabilityType::Reliable),
+                    ChannelType::PartialReliableRexmit => (false, sctp::stream::ReliabilityType::Rexmit),
+                    ChannelType::PartialReliableRexmitUnordered => {
+                        (true, sctp::stream::ReliabilityType::Rexmit)
+                    }
+                    ChannelType::PartialReliableTimed => (false, sctp::stream::ReliabilityType::Timed),
+                    ChannelType::PartialReliableTimedUnordered => {
+                        (true, sctp::stream::ReliabilityType::Timed)
+                    }
+                };
+                let stream = association
+                    .open_stream(self.id(), sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier::Binary)
+                    .await?;
+                stream.set_reliability_params(unordered, reliability, reliability_parameter);
+                data::data_channel::DataChannel::client(stream, cfg).await?
+            } else {
+                data::data_channel::DataChannel::dial(&association, self.id(), cfg).await?
+            };
 
             // buffered_amount_low_threshold and on_buffered_amount_low might be set earlier
             dc.set_buffered_amount_low_threshold(
