@@ -69,6 +69,22 @@ struct Datagrams {
     accepted: Mutex<std::collections::HashMap<SessionId, u64>>,
 }
 
+/// How much longer than a window a new session has for its first heartbeat: a window, and
+/// at least [`MIN_FIRST_GRACE`].
+fn first_grace(window: Duration) -> Duration {
+    window.max(MIN_FIRST_GRACE)
+}
+
+/// The least first-heartbeat grace. The client can heartbeat a session only once
+/// StartSession's answer has reached it, and on a new connection a lost answer is resent
+/// after an initial retransmission timeout of 1 s that doubles with each further loss (TCP,
+/// RFC 6298, and Tether's SCTP): 1 + 2 + 4 s for an answer lost three times, then a round
+/// trip. With a grace of one 500 ms window the soak (5 % loss) expired sessions whose answer
+/// took 4 s. A session drives nothing before its first monitored call, and every heartbeat
+/// (a monitored call is one) sets its deadline to one window after it, so the grace costs no
+/// safety: only an abandoned, never-used session is collected later.
+const MIN_FIRST_GRACE: Duration = Duration::from_secs(8);
+
 impl Sessions {
     /// Sessions with this window and limit.
     pub fn new(window: Duration, max_sessions: usize) -> Self {
@@ -77,7 +93,9 @@ impl Sessions {
             .unwrap_or_else(|_| panic!("the system's random source failed"));
         Self {
             // A new session's first heartbeat can only follow StartSession's answer.
-            manager: Mutex::new(SessionManager::new(window, max_sessions).with_first_grace(window)),
+            manager: Mutex::new(
+                SessionManager::new(window, max_sessions).with_first_grace(first_grace(window)),
+            ),
             wake: Notify::new(),
             datagrams: Datagrams {
                 secret,
@@ -807,6 +825,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_session_has_a_window_and_at_least_eight_seconds_for_its_first_heartbeat() {
+        assert_eq!(first_grace(Duration::from_millis(30)), MIN_FIRST_GRACE);
+        assert_eq!(first_grace(Duration::from_millis(500)), Duration::from_secs(8));
+        assert_eq!(first_grace(Duration::from_secs(60)), Duration::from_secs(60));
+    }
 
     #[test]
     fn field1_is_read_where_it_lies_across_frames() {
