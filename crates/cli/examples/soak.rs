@@ -179,6 +179,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The clients' own logs, when asked for (`SOAK_CLIENT_LOG=tether_client=debug`).
+    if let Ok(filter) = std::env::var("SOAK_CLIENT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

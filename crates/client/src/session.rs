@@ -481,6 +481,8 @@ async fn heartbeats(
     let mut last_answer = tokio::time::Instant::now();
     // When a heartbeat call was last answered: UDP datagrams go only while calls get through.
     let mut last_call_answer = tokio::time::Instant::now();
+    // Since the last answer (for the record when a window passes without one).
+    let (mut datagrams_sent, mut datagrams_unsent, mut calls_sent) = (0u32, 0u32, 0u32);
     loop {
         // What answered: a heartbeat call, or the machine's ack of a datagram.
         let answer = tokio::select! {
@@ -497,14 +499,20 @@ async fn heartbeats(
                         {
                             datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
                         }
-                        rtc.send_heartbeat_datagram(datagram.clone());
+                        if rtc.send_heartbeat_datagram(datagram.clone()) {
+                            datagrams_sent += 1;
+                        } else {
+                            datagrams_unsent += 1;
+                        }
                     }
                     Transport::Direct(_) => match (&udp_session, &udp) {
                         (Some((key, raw_id)), Some(socket))
                             if last_call_answer.elapsed() < policy.datagram_grace() =>
                         {
                             let request = udp::encode_request(key, raw_id, sequence.next());
-                            let _ = socket.try_send(&request);
+                            if socket.try_send(&request).is_ok() {
+                                datagrams_sent += 1;
+                            }
                         }
                         (Some(_), None) if udp_setup.is_none() && !udp_failed => {
                             let address = inner.address.clone();
@@ -592,7 +600,18 @@ async fn heartbeats(
         match answer {
             None => {}
             Some(Answer::Alive) => {
+                let gap = last_answer.elapsed();
+                if gap > policy.silence_limit() / 2 {
+                    tracing::debug!(
+                        ?gap,
+                        datagrams_sent,
+                        datagrams_unsent,
+                        calls_sent,
+                        "heartbeat answered after a long gap"
+                    );
+                }
                 last_answer = tokio::time::Instant::now();
+                (datagrams_sent, datagrams_unsent, calls_sent) = (0, 0, 0);
                 continue;
             }
             Some(Answer::Expired) => {
@@ -614,7 +633,8 @@ async fn heartbeats(
             Some(Answer::Unanswered) => continue,
         }
         if last_answer.elapsed() >= policy.silence_limit() {
-            tracing::debug!(limit = ?policy.silence_limit(), "no heartbeat answered for a window; redialing");
+            tracing::debug!(limit = ?policy.silence_limit(), datagrams_sent, datagrams_unsent, calls_sent, "no heartbeat answered for a window; redialing");
+            (datagrams_sent, datagrams_unsent, calls_sent) = (0, 0, 0);
             // Heartbeats still on the old connection may yet arrive: they finish on their own.
             connection = None;
             last_answer = tokio::time::Instant::now();
@@ -674,6 +694,7 @@ async fn heartbeats(
                 (commanding, token)
             }
         };
+        calls_sent += 1;
         in_flight.spawn(send_heartbeat(
             via,
             id.clone(),

@@ -245,14 +245,17 @@ impl WebRtcChannel {
         self.shared.acks.subscribe()
     }
 
-    /// Sends one heartbeat datagram (if the machine has the channel); its loss costs nothing.
-    pub(crate) fn send_heartbeat_datagram(&self, message: Bytes) {
-        if let Some(channel) = self.shared.datagrams.get() {
-            let channel = channel.clone();
-            self.shared.runtime.handle().spawn(async move {
-                let _ = channel.send(message).await;
-            });
-        }
+    /// Sends one heartbeat datagram (if the machine has the channel, and then says so); its
+    /// loss costs nothing.
+    pub(crate) fn send_heartbeat_datagram(&self, message: Bytes) -> bool {
+        let Some(channel) = self.shared.datagrams.get() else {
+            return false;
+        };
+        let channel = channel.clone();
+        self.shared.runtime.handle().spawn(async move {
+            let _ = channel.send(message).await;
+        });
+        true
     }
 
     /// Whether the selected ICE candidate pair goes through a TURN relay.

@@ -829,8 +829,14 @@ mod tests {
     #[test]
     fn a_new_session_has_a_window_and_at_least_eight_seconds_for_its_first_heartbeat() {
         assert_eq!(first_grace(Duration::from_millis(30)), MIN_FIRST_GRACE);
-        assert_eq!(first_grace(Duration::from_millis(500)), Duration::from_secs(8));
-        assert_eq!(first_grace(Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(
+            first_grace(Duration::from_millis(500)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            first_grace(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

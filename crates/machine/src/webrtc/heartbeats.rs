@@ -33,10 +33,12 @@ pub async fn serve<S: Stack>(channel: Channel, service: S, context: ConnectionCo
         if message.len() > MAX_DATAGRAM {
             continue;
         }
+        let received = std::time::Instant::now();
         let ack = heartbeat(&path, message.clone(), service.clone(), &context).await;
-        tracing::trace!(?ack, "heartbeat datagram");
+        let took = received.elapsed();
         // A lost answer costs the client nothing: the next heartbeat follows within W/5.
         let _ = channel.send(encode_ack(ack, &message)).await;
+        tracing::trace!(?ack, ?took, send = ?(received.elapsed() - took), buffered = channel.buffered(), "heartbeat datagram");
     }
 }
 
