@@ -191,36 +191,36 @@ impl RawPeer {
         }
     }
 
-    /// A unary call, goutils style (`eos` in the message frame) or rust-utils style.
+    /// A unary call in one client's style.
     async fn unary(
         &mut self,
         method: &str,
         request: &impl Message,
         metadata: &[(String, Vec<String>)],
-        separate_eos: bool,
+        style: Style,
     ) -> Reply {
         let (id, headers) = self.codec.open(method, metadata, None);
         self.send(headers).await;
         for f in self
             .codec
-            .message(id, &request.encode_to_vec(), !separate_eos)
+            .message(id, &request.encode_to_vec(), style == Style::Goutils)
         {
             self.send(f).await;
         }
-        if separate_eos {
+        if style == Style::RustUtils {
             self.send(self.codec.half_close(id)).await;
         }
         self.reply(id).await
     }
 
     /// Starts a session on this channel; its id.
-    async fn start_session(&mut self, separate_eos: bool) -> String {
+    async fn start_session(&mut self, style: Style) -> String {
         let r = self
             .unary(
                 "/viam.robot.v1.RobotService/StartSession",
                 &robot::StartSessionRequest::default(),
                 &[],
-                separate_eos,
+                style,
             )
             .await;
         decode::<robot::StartSessionResponse>(&r).id
@@ -232,6 +232,17 @@ impl RawPeer {
         }
         self.peer.close().await;
     }
+}
+
+/// How a client ends a unary call's request on the data channel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Style {
+    /// goutils (Go SDK, viam-server): `eos` set on the message frame.
+    Goutils,
+    /// rust-utils (the Python SDK's dialer): the message, then a separate `eos` frame.
+    RustUtils,
+    /// Viam's TypeScript SDK: the message with `eom`, and never an `eos`.
+    TypeScript,
 }
 
 async fn connect(addr: &str) -> GrpcChannel {
@@ -251,28 +262,32 @@ const GET_VERSION: &str = "/viam.robot.v1.RobotService/GetVersion";
 const SET_POWER: &str = "/viam.component.motor.v1.MotorService/SetPower";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_over_the_data_channel_in_both_clients_styles() {
+async fn calls_over_the_data_channel_in_every_clients_style() {
     let server = Server::start(&["--no-tls"]);
-    for (first_id, separate_eos) in [(1, false), (0, true)] {
+    for (first_id, style) in [
+        (1, Style::Goutils),
+        (0, Style::RustUtils),
+        (1, Style::TypeScript),
+    ] {
         let mut p = RawPeer::dial(&server.addr, None, first_id).await.unwrap();
         // Unary, twice on the same channel.
         for _ in 0..2 {
             let r = p
-                .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], separate_eos)
+                .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], style)
                 .await;
             let v: robot::GetVersionResponse = decode(&r);
             assert!(!v.version.is_empty());
         }
         // The operations layer runs: response headers carry the opid.
         let r = p
-            .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], separate_eos)
+            .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], style)
             .await;
         assert!(
             r.headers.unwrap().iter().any(|(k, _)| k == "opid"),
             "opid header"
         );
         // A session started over WebRTC is a WebRTC session.
-        let sid = p.start_session(separate_eos).await;
+        let sid = p.start_session(style).await;
         let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
         let r = p
             .unary(
@@ -283,7 +298,7 @@ async fn calls_over_the_data_channel_in_both_clients_styles() {
                     extra: None,
                 },
                 &md,
-                separate_eos,
+                style,
             )
             .await;
         assert_eq!(r.code, 0, "{r:?}");
@@ -292,7 +307,7 @@ async fn calls_over_the_data_channel_in_both_clients_styles() {
                 "/viam.robot.v1.RobotService/GetSessions",
                 &robot::GetSessionsRequest {},
                 &[],
-                separate_eos,
+                style,
             )
             .await;
         let sessions = decode::<robot::GetSessionsResponse>(&r).sessions;
@@ -308,7 +323,7 @@ async fn calls_over_the_data_channel_in_both_clients_styles() {
                 "/nope.Service/Missing",
                 &robot::GetVersionRequest {},
                 &[],
-                separate_eos,
+                style,
             )
             .await;
         assert_eq!(r.code, Code::Unimplemented as i32, "{r:?}");
@@ -321,7 +336,7 @@ async fn calls_over_the_data_channel_in_both_clients_styles() {
                     extra: None,
                 },
                 &[],
-                separate_eos,
+                style,
             )
             .await;
         assert_eq!(r.code, Code::NotFound as i32, "{r:?}");
@@ -373,7 +388,12 @@ async fn protocol_violations_get_precise_errors_and_the_channel_keeps_serving() 
     assert!(started.elapsed() < Duration::from_secs(5));
     // Still serving.
     let r = p
-        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .unary(
+            GET_VERSION,
+            &robot::GetVersionRequest {},
+            &[],
+            Style::Goutils,
+        )
         .await;
     assert_eq!(r.code, 0);
     p.close().await;
@@ -393,13 +413,18 @@ async fn poisoned_grpc_timeouts_are_answered_and_leak_no_stream_slot() {
                 GET_VERSION,
                 &robot::GetVersionRequest {},
                 &poison,
-                i % 2 == 0,
+                [Style::Goutils, Style::RustUtils, Style::TypeScript][i % 3],
             )
             .await;
         assert_eq!(r.code, 0, "call {i}: {r:?}");
     }
     let r = p
-        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .unary(
+            GET_VERSION,
+            &robot::GetVersionRequest {},
+            &[],
+            Style::Goutils,
+        )
         .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!server.log().contains("panicked"), "{}", server.log());
@@ -415,7 +440,7 @@ async fn is_moving(p: &mut RawPeer) -> bool {
             "/viam.component.motor.v1.MotorService/IsMoving",
             &req,
             &[],
-            false,
+            Style::TypeScript,
         )
         .await;
     decode::<motor::IsMovingResponse>(&r).is_moving
@@ -466,14 +491,14 @@ async fn left_driven_by_a_session(config_name: &str) -> (Server, RawPeer, String
     );
     let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
     let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
-    let sid = p.start_session(false).await;
+    let sid = p.start_session(Style::Goutils).await;
     let md = vec![("viam-sid".to_string(), vec![sid.clone()])];
     let set = motor::SetPowerRequest {
         name: "left".into(),
         power_pct: 0.4,
         extra: None,
     };
-    assert_eq!(p.unary(SET_POWER, &set, &md, false).await.code, 0);
+    assert_eq!(p.unary(SET_POWER, &set, &md, Style::Goutils).await.code, 0);
     (server, p, sid)
 }
 
@@ -579,7 +604,12 @@ async fn signaling_refuses_bad_calls_precisely() {
     // And WebRTC still works afterwards.
     let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
     let r = p
-        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .unary(
+            GET_VERSION,
+            &robot::GetVersionRequest {},
+            &[],
+            Style::Goutils,
+        )
         .await;
     assert_eq!(r.code, 0);
     p.close().await;
@@ -615,7 +645,7 @@ async fn with_auth_on_the_channel_runs_as_the_key_that_signaled() {
         .access_token;
     let mut p = RawPeer::dial(&server.addr, Some(&token), 1).await.unwrap();
     // No token inside the channel: the identity from signaling applies.
-    let sid = p.start_session(false).await;
+    let sid = p.start_session(Style::Goutils).await;
     // The session belongs to key-a: a direct connection with key-a's token may use it.
     let mut ch = tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient::new(
         server.channel().await,
@@ -646,7 +676,12 @@ async fn fresh_connections_in_a_row_lose_no_first_call_and_leave_nothing_behind(
         // once lost (vendor/README.md).
         let mut p = RawPeer::dial(&server.addr, None, 1).await.unwrap();
         let r = p
-            .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+            .unary(
+                GET_VERSION,
+                &robot::GetVersionRequest {},
+                &[],
+                Style::Goutils,
+            )
             .await;
         assert_eq!(r.code, 0, "connection {i}: {r:?}");
         p.close().await;
@@ -677,7 +712,12 @@ async fn connections_through_a_turn_relay_work() {
         .unwrap();
     assert!(p.peer.relayed().await, "the selected pair is not relayed");
     let r = p
-        .unary(GET_VERSION, &robot::GetVersionRequest {}, &[], false)
+        .unary(
+            GET_VERSION,
+            &robot::GetVersionRequest {},
+            &[],
+            Style::Goutils,
+        )
         .await;
     assert_eq!(r.code, 0, "{r:?}");
     p.close().await;

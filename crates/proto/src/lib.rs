@@ -82,6 +82,26 @@ pub fn is_client_streaming(path: &str) -> bool {
     client_streaming_methods().contains(path)
 }
 
+/// The gRPC paths of every method whose request is one message (unary and server-streaming).
+pub fn one_message_methods() -> &'static BTreeSet<String> {
+    static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        descriptor_pool()
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|method| !method.is_client_streaming())
+            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+            .collect()
+    })
+}
+
+/// Whether the method at this path is known to take exactly one request message, so that
+/// its handler may run on that message without waiting for the end of the request (unknown
+/// paths are not).
+pub fn takes_one_message(path: &str) -> bool {
+    one_message_methods().contains(path)
+}
+
 /// Service names (`package.Service`) of every service in the descriptor set.
 pub fn service_names() -> Vec<String> {
     descriptor_pool()
@@ -154,6 +174,16 @@ mod tests {
         assert!(!is_client_streaming(
             "/viam.robot.v1.RobotService/StreamStatus"
         ));
+        assert!(takes_one_message(
+            "/viam.component.motor.v1.MotorService/GoFor"
+        ));
+        assert!(takes_one_message(
+            "/viam.robot.v1.RobotService/StreamStatus"
+        ));
+        assert!(!takes_one_message(
+            "/proto.rpc.webrtc.v1.SignalingService/Answer"
+        ));
+        assert!(!takes_one_message("/nope.Service/Missing"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Each `headers` frame becomes an `http::Request` (POST, the method as path, the metadata as
 //! headers, `-bin` values base64 as HTTP carries them) whose body is fed with the stream's
-//! messages in gRPC framing and ends at `eos` — a unary handler runs only once its body ends.
+//! messages in gRPC framing and ends at `eos` or, for a method whose request is one message
+//! (unary and server-streaming), with that message: Viam's TypeScript SDK sends a unary
+//! call's message with `eom` and never an `eos`, and viam-server runs the handler on it.
 //! The request carries the connection's [`PeerInfo`] and the [`Entity`] authenticated when the
 //! caller signaled, marked [`ChannelAuthenticated`] so the auth layer accepts it without a
 //! token. The response goes back as `headers`, messages and `trailers`; a trailers-only
@@ -69,6 +71,8 @@ type BodySender = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 
 struct Open {
     body: Option<BodySender>,
+    /// The request is one message: the body ends with it.
+    one_message: bool,
     task: AbortHandle,
 }
 
@@ -144,13 +148,17 @@ pub async fn serve<S>(
                     match event {
                         ServerEvent::Open { stream, method, metadata, timeout } => {
                             let (body_tx, body_rx) = mpsc::channel(BODY_BUFFER);
+                            let one_message = tether_proto::takes_one_message(&method);
                             let call = CallSpec { stream, method, metadata, timeout };
                             let task = tasks.spawn(tracing::Instrument::in_current_span(run_call(call, body_rx, service.clone(), context.clone(), out.clone())));
                             streams_of.insert(task.id(), stream);
-                            open.insert(stream, Open { body: Some(body_tx), task });
+                            open.insert(stream, Open { body: Some(body_tx), one_message, task });
                         }
                         ServerEvent::Message { stream, payload } => {
-                            let Some(body) = open.get(&stream).and_then(|o| o.body.clone()) else { continue };
+                            let Some(o) = open.get_mut(&stream) else { continue };
+                            // A one-message request ends with its message, `eos` or not; what
+                            // else the peer sends on it is not read.
+                            let Some(body) = (if o.one_message { o.body.take() } else { o.body.clone() }) else { continue };
                             // Waits while the handler is BODY_BUFFER messages behind: bounded
                             // memory, at the price of pausing this channel's reads meanwhile.
                             let mut framed = BytesMut::with_capacity(5 + payload.len());
