@@ -93,12 +93,41 @@ struct ServeArgs {
     no_tls: bool,
 }
 
+/// The log filter: `RUST_LOG` (default `info`). The WebRTC engine's own records (webrtc-rs
+/// logs through `log`, bridged here) show only when `RUST_LOG` names them, e.g.
+/// `RUST_LOG=info,webrtc_sctp=debug`: at `info` they are chatty, and what matters of their
+/// errors reaches the machine's own log as the machine's errors.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    const ENGINE: &[&str] = &[
+        "webrtc",
+        "webrtc_data",
+        "webrtc_sctp",
+        "webrtc_ice",
+        "webrtc_dtls",
+        "webrtc_srtp",
+        "webrtc_mdns",
+        "webrtc_util",
+        "turn",
+        "stun",
+        "interceptor",
+        "sdp",
+        "rtp",
+        "rtcp",
+    ];
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = asked.clone();
+    for target in ENGINE {
+        if !asked.contains(target) {
+            filter.push_str(&format!(",{target}=off"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -231,6 +260,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         fqdn: config.network.fqdn.clone(),
         bind_address: config.network.bind_address.clone(),
+        allowed_origins: config.network.allowed_origins.clone(),
         ..ServerOptions::default()
     };
     server::run(
