@@ -447,6 +447,17 @@ impl Sequence {
     }
 }
 
+/// Sends one heartbeat datagram of `session` (its key and raw id) over UDP; whether it left.
+fn send_udp(
+    socket: &tokio::net::UdpSocket,
+    (key, raw_id): &(SessionKey, [u8; 16]),
+    sequence: &mut Sequence,
+) -> bool {
+    socket
+        .try_send(&udp::encode_request(key, raw_id, sequence.next()))
+        .is_ok()
+}
+
 async fn heartbeats(
     client: Weak<ClientState>,
     id: String,
@@ -506,11 +517,10 @@ async fn heartbeats(
                         }
                     }
                     Transport::Direct(_) => match (&udp_session, &udp) {
-                        (Some((key, raw_id)), Some(socket))
+                        (Some(session), Some(socket))
                             if last_call_answer.elapsed() < policy.datagram_grace() =>
                         {
-                            let request = udp::encode_request(key, raw_id, sequence.next());
-                            if socket.try_send(&request).is_ok() {
+                            if send_udp(socket, session, &mut sequence) {
                                 datagrams_sent += 1;
                             }
                         }
@@ -550,9 +560,10 @@ async fn heartbeats(
                 match set_up {
                     Ok(Ok(socket)) => {
                         // The first datagram at once, not a tick later.
-                        if let Some((key, raw_id)) = &udp_session {
-                            let request = udp::encode_request(key, raw_id, sequence.next());
-                            let _ = socket.try_send(&request);
+                        if let Some(session) = &udp_session
+                            && send_udp(&socket, session, &mut sequence)
+                        {
+                            datagrams_sent += 1;
                         }
                         udp = Some(std::sync::Arc::new(socket));
                     }
