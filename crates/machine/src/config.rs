@@ -146,6 +146,8 @@ pub struct NetworkConfig {
     pub disable_webrtc: bool,
     /// Most WebRTC peer connections at once; more calls are refused with RESOURCE_EXHAUSTED.
     pub max_webrtc_peers: usize,
+    /// Which web pages' origins may call from a browser (`network.cors.allowed_origins`).
+    pub allowed_origins: crate::web::AllowedOrigins,
 }
 
 impl NetworkConfig {
@@ -172,6 +174,7 @@ impl Default for NetworkConfig {
             ice_servers: Vec::new(),
             disable_webrtc: false,
             max_webrtc_peers: DEFAULT_MAX_WEBRTC_PEERS,
+            allowed_origins: crate::web::AllowedOrigins::Any,
         }
     }
 }
@@ -257,6 +260,42 @@ struct RawNetwork {
     disable_webrtc: bool,
     #[serde(default)]
     max_webrtc_peers: Option<usize>,
+    #[serde(default)]
+    cors: RawCors,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    /// `["*"]` or absent: any origin.
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
+}
+
+impl RawCors {
+    fn validate(self) -> Result<crate::web::AllowedOrigins, String> {
+        let Some(list) = self.allowed_origins else {
+            return Ok(crate::web::AllowedOrigins::Any);
+        };
+        if list.iter().any(|o| o == "*") {
+            return Ok(crate::web::AllowedOrigins::Any);
+        }
+        for (i, origin) in list.iter().enumerate() {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty() && !r.contains('/') && http::HeaderValue::from_str(origin).is_ok()
+            });
+            if !ok {
+                return Err(format!(
+                    "network.cors.allowed_origins[{i}]: {origin:?} is not an origin \
+                     (scheme://host[:port], as a browser sends it, or \"*\")"
+                ));
+            }
+        }
+        Ok(crate::web::AllowedOrigins::List(list))
+    }
 }
 
 #[derive(Deserialize)]
@@ -579,6 +618,7 @@ impl RawNetwork {
             }
             net.max_webrtc_peers = max;
         }
+        net.allowed_origins = self.cors.validate()?;
         Ok(net)
     }
 }
@@ -1015,5 +1055,41 @@ mod tests {
         let e = err(r#"{"network": {"ice_servers": [{"urls": "stun:"}]}}"#);
         assert!(e.contains("no host"), "{e}");
         assert!(err(r#"{"network": {"max_webrtc_peers": 0}}"#).contains("at least 1"));
+    }
+
+    #[test]
+    fn cors_origins_are_any_by_default_or_a_checked_list() {
+        use crate::web::AllowedOrigins;
+        let c = Config::parse("{}", "t").unwrap();
+        assert_eq!(c.network.allowed_origins, AllowedOrigins::Any);
+        let c = Config::parse(r#"{"network": {"cors": {"allowed_origins": ["*"]}}}"#, "t").unwrap();
+        assert_eq!(c.network.allowed_origins, AllowedOrigins::Any);
+        let c = Config::parse(
+            r#"{"network": {"cors": {"allowed_origins": ["https://app.example", "http://localhost:5173"]}}}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.network.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://app.example".into(),
+                "http://localhost:5173".into()
+            ])
+        );
+        for bad in [
+            "app.example",
+            "https://app.example/path",
+            "https://",
+            "ftp://x",
+        ] {
+            let e = err(&format!(
+                r#"{{"network": {{"cors": {{"allowed_origins": ["{bad}"]}}}}}}"#
+            ));
+            assert!(
+                e.contains("allowed_origins[0]") && e.contains("not an origin"),
+                "{e}"
+            );
+        }
+        assert!(err(r#"{"network": {"cors": {"origins": []}}}"#).contains("origins"));
     }
 }

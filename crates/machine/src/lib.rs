@@ -24,6 +24,7 @@ pub mod sim;
 /// The poison-tolerant lock helpers (tether-rpc's).
 pub use tether_rpc::sync;
 pub mod tls;
+pub mod web;
 pub mod webrtc;
 
 /// The embedded demo machine's config: a rover with one of every component.

@@ -107,6 +107,8 @@ pub struct ServerOptions {
     pub fqdn: Option<String>,
     /// The configured bind address (`host:port`), also a name it answers to.
     pub bind_address: String,
+    /// Which web pages may call from a browser (CORS).
+    pub allowed_origins: crate::web::AllowedOrigins,
 }
 
 /// WebRTC settings of the server.
@@ -159,6 +161,7 @@ impl Default for ServerOptions {
             webrtc: Some(WebRtcOptions::default()),
             fqdn: None,
             bind_address: crate::config::DEFAULT_BIND_ADDRESS.into(),
+            allowed_origins: crate::web::AllowedOrigins::Any,
         }
     }
 }
@@ -276,7 +279,9 @@ pub async fn run(
     });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let options = connection::accept_all(listeners, service, options, &stop, &tracker);
+    // Browsers (CORS, gRPC-web) on TCP only: a WebRTC peer speaks gRPC framing itself.
+    let web = crate::web::WebLayer::new(options.allowed_origins.clone()).wrap(service);
+    let options = connection::accept_all(listeners, web, options, &stop, &tracker);
     tracker.close();
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing the open ones");
