@@ -2,6 +2,12 @@
 //! HTTP/1.1 and HTTP/2 (binary and `-text`), a session held by gRPC-web heartbeats, and bad
 //! gRPC-web input. The bytes are built by hand, as a page's gRPC-web transport builds them.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

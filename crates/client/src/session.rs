@@ -520,9 +520,7 @@ async fn heartbeats(
                         (Some(session), Some(socket))
                             if last_call_answer.elapsed() < policy.datagram_grace() =>
                         {
-                            if send_udp(socket, session, &mut sequence) {
-                                datagrams_sent += 1;
-                            }
+                            datagrams_sent += u32::from(send_udp(socket, session, &mut sequence));
                         }
                         (Some(_), None) if udp_setup.is_none() && !udp_failed => {
                             let address = inner.address.clone();
