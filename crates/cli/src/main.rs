@@ -98,6 +98,13 @@ struct ServeArgs {
 /// `RUST_LOG=info,webrtc_sctp=debug`: at `info` they are chatty, and what matters of their
 /// errors reaches the machine's own log as the machine's errors.
 fn log_filter() -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::EnvFilter::try_new(with_engine_quiet(&asked))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// `asked`, plus `CRATE=off` for every engine crate none of its directives targets.
+fn with_engine_quiet(asked: &str) -> String {
     const ENGINE: &[&str] = &[
         "webrtc",
         "webrtc_data",
@@ -114,15 +121,50 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         "rtp",
         "rtcp",
     ];
-    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let mut filter = asked.clone();
-    for target in ENGINE {
-        if !asked.contains(target) {
-            filter.push_str(&format!(",{target}=off"));
+    // A directive's target: what comes before `=` (and before any `[span]`), e.g.
+    // `webrtc_sctp::association` in `webrtc_sctp::association=trace`.
+    let targets: Vec<&str> = asked
+        .split(',')
+        .filter_map(|d| d.split_once('=').map(|(t, _)| t))
+        .map(|t| t.split('[').next().unwrap_or(t).trim())
+        .collect();
+    let mut filter = asked.to_string();
+    for engine in ENGINE {
+        let named = targets
+            .iter()
+            .any(|t| *t == *engine || t.starts_with(&format!("{engine}::")));
+        if !named {
+            filter.push_str(&format!(",{engine}=off"));
         }
     }
-    tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_engine_quiet;
+
+    #[test]
+    fn the_engine_is_quiet_unless_a_directive_names_it() {
+        let f = with_engine_quiet("info");
+        assert!(
+            f.contains(",webrtc=off") && f.contains(",webrtc_sctp=off"),
+            "{f}"
+        );
+        // Tether's own webrtc modules are not the engine.
+        let f = with_engine_quiet("info,tether_machine::webrtc::heartbeats=trace");
+        assert!(f.contains(",webrtc=off"), "{f}");
+        let f = with_engine_quiet("info,webrtc_sctp::association=trace");
+        assert!(
+            !f.contains("webrtc_sctp=off") && f.contains(",webrtc=off"),
+            "{f}"
+        );
+        let f = with_engine_quiet("webrtc=debug");
+        assert!(
+            !f.contains(",webrtc=off") && f.contains(",webrtc_ice=off"),
+            "{f}"
+        );
+    }
 }
 
 fn main() -> ExitCode {
