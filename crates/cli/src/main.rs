@@ -140,33 +140,6 @@ fn with_engine_quiet(asked: &str) -> String {
     filter
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_engine_quiet;
-
-    #[test]
-    fn the_engine_is_quiet_unless_a_directive_names_it() {
-        let f = with_engine_quiet("info");
-        assert!(
-            f.contains(",webrtc=off") && f.contains(",webrtc_sctp=off"),
-            "{f}"
-        );
-        // Tether's own webrtc modules are not the engine.
-        let f = with_engine_quiet("info,tether_machine::webrtc::heartbeats=trace");
-        assert!(f.contains(",webrtc=off"), "{f}");
-        let f = with_engine_quiet("info,webrtc_sctp::association=trace");
-        assert!(
-            !f.contains("webrtc_sctp=off") && f.contains(",webrtc=off"),
-            "{f}"
-        );
-        let f = with_engine_quiet("webrtc=debug");
-        assert!(
-            !f.contains(",webrtc=off") && f.contains(",webrtc_ice=off"),
-            "{f}"
-        );
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
@@ -483,4 +456,31 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             _ = term.recv() => tracing::info!("SIGTERM received"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_engine_quiet;
+
+    #[test]
+    fn the_engine_is_quiet_unless_a_directive_names_it() {
+        let f = with_engine_quiet("info");
+        assert!(
+            f.contains(",webrtc=off") && f.contains(",webrtc_sctp=off"),
+            "{f}"
+        );
+        // Tether's own webrtc modules are not the engine.
+        let f = with_engine_quiet("info,tether_machine::webrtc::heartbeats=trace");
+        assert!(f.contains(",webrtc=off"), "{f}");
+        let f = with_engine_quiet("info,webrtc_sctp::association=trace");
+        assert!(
+            !f.contains("webrtc_sctp=off") && f.contains(",webrtc=off"),
+            "{f}"
+        );
+        let f = with_engine_quiet("webrtc=debug");
+        assert!(
+            !f.contains(",webrtc=off") && f.contains(",webrtc_ice=off"),
+            "{f}"
+        );
+    }
 }
