@@ -43,18 +43,26 @@ pub fn safety_monitored_methods() -> &'static BTreeSet<String> {
         let Some(option) = pool.get_extension_by_name(SAFETY_MONITORED_OPTION) else {
             return BTreeSet::new();
         };
-        pool.services()
-            .flat_map(|service| service.methods().collect::<Vec<_>>())
-            .filter(|method| {
-                method
-                    .options()
-                    .get_extension(&option)
-                    .as_bool()
-                    .unwrap_or(false)
-            })
-            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
-            .collect()
+        method_paths(&pool, |method| {
+            method
+                .options()
+                .get_extension(&option)
+                .as_bool()
+                .unwrap_or(false)
+        })
     })
+}
+
+/// The gRPC paths (`/package.Service/Method`) of the methods in `pool` that `keep` keeps.
+fn method_paths(
+    pool: &prost_reflect::DescriptorPool,
+    keep: impl Fn(&prost_reflect::MethodDescriptor) -> bool,
+) -> BTreeSet<String> {
+    pool.services()
+        .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .filter(|method| keep(method))
+        .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+        .collect()
 }
 
 /// Whether the method at this gRPC path (`/package.Service/Method`) is safety-monitored.
@@ -67,14 +75,7 @@ pub fn is_safety_monitored(path: &str) -> bool {
 /// message.
 pub fn client_streaming_methods() -> &'static BTreeSet<String> {
     static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
-    SET.get_or_init(|| {
-        descriptor_pool()
-            .services()
-            .flat_map(|service| service.methods().collect::<Vec<_>>())
-            .filter(|method| method.is_client_streaming())
-            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
-            .collect()
-    })
+    SET.get_or_init(|| method_paths(&descriptor_pool(), |m| m.is_client_streaming()))
 }
 
 /// Whether the method at this path streams from the client (unknown paths do not).
@@ -85,14 +86,7 @@ pub fn is_client_streaming(path: &str) -> bool {
 /// The gRPC paths of every method whose request is one message (unary and server-streaming).
 pub fn one_message_methods() -> &'static BTreeSet<String> {
     static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
-    SET.get_or_init(|| {
-        descriptor_pool()
-            .services()
-            .flat_map(|service| service.methods().collect::<Vec<_>>())
-            .filter(|method| !method.is_client_streaming())
-            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
-            .collect()
-    })
+    SET.get_or_init(|| method_paths(&descriptor_pool(), |m| !m.is_client_streaming()))
 }
 
 /// Whether the method at this path is known to take exactly one request message, so that
