@@ -28,10 +28,18 @@ use crate::sessions::PeerInfo;
 #[derive(Debug, Clone, Copy)]
 pub struct Plaintext;
 
+/// A content type's media type: what comes before any `;` parameters, trimmed.
+pub fn media_type(value: &[u8]) -> &[u8] {
+    value
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(value)
+        .trim_ascii()
+}
+
 /// Whether a content type is one gRPC (or gRPC-web) is carried with.
 pub fn is_grpc_content_type(value: &[u8]) -> bool {
-    let value = value.split(|b| *b == b';').next().unwrap_or(value);
-    let value = value.trim_ascii();
+    let value = media_type(value);
     value.eq_ignore_ascii_case(b"application/grpc")
         || value.len() > b"application/grpc".len()
             && value[..b"application/grpc".len()].eq_ignore_ascii_case(b"application/grpc")

@@ -91,21 +91,19 @@ fn cors(allowed: &AllowedOrigins) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Whether a request is gRPC-web (by its content type).
+/// Whether a request is gRPC-web (by its content type). Every TCP request asks: no
+/// allocation.
 pub fn is_grpc_web(req: &Request<Body>) -> bool {
+    const TYPES: [&[u8]; 4] = [
+        b"application/grpc-web",
+        b"application/grpc-web+proto",
+        b"application/grpc-web-text",
+        b"application/grpc-web-text+proto",
+    ];
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase())
-        .is_some_and(|v| {
-            matches!(
-                v.as_str(),
-                "application/grpc-web"
-                    | "application/grpc-web+proto"
-                    | "application/grpc-web-text"
-                    | "application/grpc-web-text+proto"
-            )
-        })
+        .map(|v| crate::origin::media_type(v.as_bytes()))
+        .is_some_and(|v| TYPES.iter().any(|t| v.eq_ignore_ascii_case(t)))
 }
 
 /// The stack behind tonic-web: its bodies are tonic's, the stack's are axum's.
