@@ -447,6 +447,17 @@ impl Sequence {
     }
 }
 
+/// Heartbeats sent since the last answer, for the debug record of a late or missing one.
+#[derive(Debug, Default)]
+struct SentSinceAnswer {
+    /// Datagrams handed to the socket or the heartbeat channel.
+    datagrams: u32,
+    /// Datagram ticks with no heartbeat channel open yet.
+    unsent: u32,
+    /// Heartbeat calls.
+    calls: u32,
+}
+
 /// Sends one heartbeat datagram of `session` (its key and raw id) over UDP; whether it left.
 fn send_udp(
     socket: &tokio::net::UdpSocket,
@@ -493,7 +504,7 @@ async fn heartbeats(
     // When a heartbeat call was last answered: UDP datagrams go only while calls get through.
     let mut last_call_answer = tokio::time::Instant::now();
     // Since the last answer (for the record when a window passes without one).
-    let (mut datagrams_sent, mut datagrams_unsent, mut calls_sent) = (0u32, 0u32, 0u32);
+    let mut sent = SentSinceAnswer::default();
     loop {
         // What answered: a heartbeat call, or the machine's ack of a datagram.
         let answer = tokio::select! {
@@ -511,16 +522,16 @@ async fn heartbeats(
                             datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
                         }
                         if rtc.send_heartbeat_datagram(datagram.clone()) {
-                            datagrams_sent += 1;
+                            sent.datagrams += 1;
                         } else {
-                            datagrams_unsent += 1;
+                            sent.unsent += 1;
                         }
                     }
                     Transport::Direct(_) => match (&udp_session, &udp) {
                         (Some(session), Some(socket))
                             if last_call_answer.elapsed() < policy.datagram_grace() =>
                         {
-                            datagrams_sent += u32::from(send_udp(socket, session, &mut sequence));
+                            sent.datagrams += u32::from(send_udp(socket, session, &mut sequence));
                         }
                         (Some(_), None) if udp_setup.is_none() && !udp_failed => {
                             let address = inner.address.clone();
@@ -561,7 +572,7 @@ async fn heartbeats(
                         if let Some(session) = &udp_session
                             && send_udp(&socket, session, &mut sequence)
                         {
-                            datagrams_sent += 1;
+                            sent.datagrams += 1;
                         }
                         udp = Some(std::sync::Arc::new(socket));
                     }
@@ -610,17 +621,11 @@ async fn heartbeats(
             None => {}
             Some(Answer::Alive) => {
                 let gap = last_answer.elapsed();
+                let sent = std::mem::take(&mut sent);
                 if gap > policy.silence_limit() / 2 {
-                    tracing::debug!(
-                        ?gap,
-                        datagrams_sent,
-                        datagrams_unsent,
-                        calls_sent,
-                        "heartbeat answered after a long gap"
-                    );
+                    tracing::debug!(?gap, ?sent, "heartbeat answered after a long gap");
                 }
                 last_answer = tokio::time::Instant::now();
-                (datagrams_sent, datagrams_unsent, calls_sent) = (0, 0, 0);
                 continue;
             }
             Some(Answer::Expired) => {
@@ -642,8 +647,8 @@ async fn heartbeats(
             Some(Answer::Unanswered) => continue,
         }
         if last_answer.elapsed() >= policy.silence_limit() {
-            tracing::debug!(limit = ?policy.silence_limit(), datagrams_sent, datagrams_unsent, calls_sent, "no heartbeat answered for a window; redialing");
-            (datagrams_sent, datagrams_unsent, calls_sent) = (0, 0, 0);
+            let sent = std::mem::take(&mut sent);
+            tracing::debug!(limit = ?policy.silence_limit(), ?sent, "no heartbeat answered for a window; redialing");
             // Heartbeats still on the old connection may yet arrive: they finish on their own.
             connection = None;
             last_answer = tokio::time::Instant::now();
@@ -703,7 +708,7 @@ async fn heartbeats(
                 (commanding, token)
             }
         };
-        calls_sent += 1;
+        sent.calls += 1;
         in_flight.spawn(send_heartbeat(
             via,
             id.clone(),
