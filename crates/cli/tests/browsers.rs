@@ -113,25 +113,93 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).map_or("", |v| v.to_str().unwrap())
 }
 
+/// A page's connection to the machine at `addr`: HTTP/1.1 or HTTP/2, each request sent once
+/// the connection is ready for it.
+enum Page {
+    H1(String, hyper::client::conn::http1::SendRequest<RawBody>),
+    H2(String, hyper::client::conn::http2::SendRequest<RawBody>),
+}
+
+impl Page {
+    async fn h1(addr: &str) -> Page {
+        Page::H1(addr.to_string(), h1(addr).await)
+    }
+
+    async fn h2(addr: &str) -> Page {
+        Page::H2(addr.to_string(), h2(addr).await)
+    }
+
+    fn addr(&self) -> &str {
+        match self {
+            Page::H1(a, _) | Page::H2(a, _) => a,
+        }
+    }
+
+    async fn send(&mut self, req: Request<RawBody>) -> Response<Incoming> {
+        match self {
+            Page::H1(_, c) => {
+                c.ready().await.unwrap();
+                c.send_request(req).await.unwrap()
+            }
+            Page::H2(_, c) => {
+                c.ready().await.unwrap();
+                c.send_request(req).await.unwrap()
+            }
+        }
+    }
+
+    /// A gRPC-web POST of `body` to `path` from [`PAGE`]; the raw answer.
+    async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Response<Incoming> {
+        let req = web_request(self.addr(), path, content_type, headers, body);
+        self.send(req).await
+    }
+
+    /// [`Self::post`], its answer read as gRPC-web (`text`: base64).
+    async fn call(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        text: bool,
+    ) -> WebReply {
+        read_web(self.post(path, content_type, headers, body).await, text).await
+    }
+
+    /// The CORS preflight a browser sends from `origin` before a call to GetVersion.
+    async fn preflight(&mut self, origin: &str, request_headers: &str) -> Response<Incoming> {
+        let addr = self.addr().to_string();
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{addr}{GET_VERSION}"))
+            .header("host", &addr)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", request_headers)
+            .body(full(Bytes::new()))
+            .unwrap();
+        self.send(req).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflights_are_answered_by_cors_and_calls_work_over_http1_and_http2() {
     let server = Server::start(&["--no-tls"]);
     let addr = server.addr.clone();
     // The preflight Chromium sends before a gRPC-web call from another origin.
-    let mut conn = h1(&addr).await;
-    let preflight = Request::builder()
-        .method("OPTIONS")
-        .uri(format!("http://{addr}{GET_VERSION}"))
-        .header("host", &addr)
-        .header("origin", PAGE)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
+    let mut page = Page::h1(&addr).await;
+    let r = page
+        .preflight(
+            PAGE,
             "content-type,x-grpc-web,x-user-agent,authorization,rpc-host,viam-sid,grpc-timeout",
         )
-        .body(full(Bytes::new()))
-        .unwrap();
-    let r = conn.send_request(preflight).await.unwrap();
+        .await;
     let h = r.headers().clone();
     assert!(r.status().is_success(), "{:?} {h:?}", r.status());
     assert_eq!(header(&h, "access-control-allow-origin"), PAGE);
@@ -153,34 +221,25 @@ async fn preflights_are_answered_by_cors_and_calls_work_over_http1_and_http2() {
 
     // The call itself, binary, over HTTP/1.1 and HTTP/2.
     let empty = grpc_frame(&robot::GetVersionRequest {}.encode_to_vec());
-    let reply = {
-        conn.ready().await.unwrap();
-        let r = conn
-            .send_request(web_request(
-                &addr,
-                GET_VERSION,
-                "application/grpc-web+proto",
-                &[],
-                empty.clone(),
-            ))
-            .await
-            .unwrap();
-        read_web(r, false).await
-    };
-    let mut h2conn = h2(&addr).await;
-    let reply2 = {
-        let r = h2conn
-            .send_request(web_request(
-                &addr,
-                GET_VERSION,
-                "application/grpc-web",
-                &[],
-                empty.clone(),
-            ))
-            .await
-            .unwrap();
-        read_web(r, false).await
-    };
+    let reply = page
+        .call(
+            GET_VERSION,
+            "application/grpc-web+proto",
+            &[],
+            empty.clone(),
+            false,
+        )
+        .await;
+    let reply2 = Page::h2(&addr)
+        .await
+        .call(
+            GET_VERSION,
+            "application/grpc-web",
+            &[],
+            empty.clone(),
+            false,
+        )
+        .await;
     for reply in [&reply, &reply2] {
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.code(), Some(0), "{reply:?}");
@@ -197,18 +256,15 @@ async fn preflights_are_answered_by_cors_and_calls_work_over_http1_and_http2() {
 
     // -text: base64 both ways.
     let text = base64::engine::general_purpose::STANDARD.encode(&empty);
-    conn.ready().await.unwrap();
-    let r = conn
-        .send_request(web_request(
-            &addr,
+    let reply = page
+        .call(
             GET_VERSION,
             "application/grpc-web-text",
             &[("accept", "application/grpc-web-text")],
             Bytes::from(text),
-        ))
-        .await
-        .unwrap();
-    let reply = read_web(r, true).await;
+            true,
+        )
+        .await;
     assert_eq!(reply.code(), Some(0), "{reply:?}");
     assert_eq!(reply.messages.len(), 1);
 
@@ -221,28 +277,20 @@ async fn a_session_over_grpc_web_drives_the_motor_until_its_heartbeats_stop() {
     let config = common::client::config(false, "500ms", None);
     let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
     let addr = server.addr.clone();
-    let mut conn = h1(&addr).await;
-    conn.ready().await.expect("an HTTP/1.1 connection");
-    let call = async |conn: &mut hyper::client::conn::http1::SendRequest<RawBody>,
-                      path: &str,
-                      message: Vec<u8>,
-                      sid: Option<&str>| {
+    let mut page = Page::h1(&addr).await;
+    let call = async |page: &mut Page, path: &str, message: Vec<u8>, sid: Option<&str>| {
         let headers: Vec<(&str, &str)> = sid.map(|s| ("viam-sid", s)).into_iter().collect();
-        conn.ready().await.unwrap();
-        let r = conn
-            .send_request(web_request(
-                &addr,
-                path,
-                "application/grpc-web+proto",
-                &headers,
-                grpc_frame(&message),
-            ))
-            .await
-            .unwrap();
-        read_web(r, false).await
+        page.call(
+            path,
+            "application/grpc-web+proto",
+            &headers,
+            grpc_frame(&message),
+            false,
+        )
+        .await
     };
     let started = call(
-        &mut conn,
+        &mut page,
         "/viam.robot.v1.RobotService/StartSession",
         robot::StartSessionRequest::default().encode_to_vec(),
         None,
@@ -258,7 +306,7 @@ async fn a_session_over_grpc_web_drives_the_motor_until_its_heartbeats_stop() {
         extra: None,
     };
     let r = call(
-        &mut conn,
+        &mut page,
         "/viam.component.motor.v1.MotorService/SetPower",
         set.encode_to_vec(),
         Some(&sid),
@@ -271,7 +319,7 @@ async fn a_session_over_grpc_web_drives_the_motor_until_its_heartbeats_stop() {
     let t0 = Instant::now();
     while t0.elapsed() < common::client::W * 4 {
         let r = call(
-            &mut conn,
+            &mut page,
             "/viam.robot.v1.RobotService/SendSessionHeartbeat",
             beat.clone(),
             None,
@@ -299,71 +347,47 @@ async fn a_session_over_grpc_web_drives_the_motor_until_its_heartbeats_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_grpc_web_input_gets_a_precise_answer_and_the_server_keeps_serving() {
     let server = Server::start(&["--no-tls"]);
-    let addr = server.addr.clone();
-    let mut conn = h2(&addr).await;
+    let mut page = Page::h2(&server.addr).await;
     // A message cut short: the prefix promises 100 bytes, 3 arrive.
-    let r = conn
-        .send_request(web_request(
-            &addr,
-            GET_VERSION,
-            "application/grpc-web+proto",
-            &[],
-            Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3]),
-        ))
-        .await
-        .unwrap();
-    let reply = read_web(r, false).await;
+    let cut = Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3]);
+    let reply = page
+        .call(GET_VERSION, "application/grpc-web+proto", &[], cut, false)
+        .await;
     assert!(matches!(reply.code(), Some(c) if c != 0), "{reply:?}");
     // A method that does not exist.
     let empty = grpc_frame(&[]);
-    let r = conn
-        .send_request(web_request(
-            &addr,
+    let reply = page
+        .call(
             "/nope.Service/Missing",
             "application/grpc-web",
             &[],
             empty.clone(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(read_web(r, false).await.code(), Some(12));
+            false,
+        )
+        .await;
+    assert_eq!(reply.code(), Some(12));
     // Not base64 on -text.
-    let r = conn
-        .send_request(web_request(
-            &addr,
+    let not_base64 = Bytes::from_static(b"%%%");
+    let reply = page
+        .call(
             GET_VERSION,
             "application/grpc-web-text",
             &[],
-            Bytes::from_static(b"%%%"),
-        ))
-        .await
-        .unwrap();
-    let reply = read_web(r, false).await;
+            not_base64,
+            false,
+        )
+        .await;
     assert!(reply.status != 200 || reply.code() != Some(0), "{reply:?}");
     // A page's "simple" request is still refused before any service.
-    let r = conn
-        .send_request(web_request(
-            &addr,
-            GET_VERSION,
-            "text/plain",
-            &[],
-            empty.clone(),
-        ))
-        .await
-        .unwrap();
+    let r = page
+        .post(GET_VERSION, "text/plain", &[], empty.clone())
+        .await;
     assert_eq!(r.status(), 415);
     // And everyone else is still served.
-    let r = conn
-        .send_request(web_request(
-            &addr,
-            GET_VERSION,
-            "application/grpc-web",
-            &[],
-            empty,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(read_web(r, false).await.code(), Some(0));
+    let reply = page
+        .call(GET_VERSION, "application/grpc-web", &[], empty, false)
+        .await;
+    assert_eq!(reply.code(), Some(0));
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
@@ -375,20 +399,9 @@ async fn a_list_of_allowed_origins_leaves_other_pages_out() {
             "network": {"cors": {"allowed_origins": ["http://good.example"]}}}"#,
     );
     let server = Server::start(&["--no-tls", "--config", config.to_str().unwrap()]);
-    let addr = server.addr.clone();
-    let mut conn = h1(&addr).await;
+    let mut page = Page::h1(&server.addr).await;
     for (origin, allowed) in [("http://good.example", true), (PAGE, false)] {
-        let preflight = Request::builder()
-            .method("OPTIONS")
-            .uri(format!("http://{addr}{GET_VERSION}"))
-            .header("host", &addr)
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type,x-grpc-web")
-            .body(full(Bytes::new()))
-            .unwrap();
-        conn.ready().await.unwrap();
-        let r = conn.send_request(preflight).await.unwrap();
+        let r = page.preflight(origin, "content-type,x-grpc-web").await;
         let got = header(r.headers(), "access-control-allow-origin").to_string();
         if allowed {
             assert_eq!(got, origin);
