@@ -53,11 +53,16 @@ impl Server {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    // The line goes into the log before the address is announced, so a test
+                    // that reads the log once start returns sees the "listening on" line too.
+                    let addr = line
+                        .split("listening on ")
+                        .nth(1)
+                        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string());
+                    log.lock().unwrap().push(line);
+                    if let Some(addr) = addr {
                         let _ = tx.send(addr);
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }
