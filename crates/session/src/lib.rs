@@ -92,10 +92,61 @@ pub struct Expired<R, P> {
 #[derive(Debug, Clone)]
 struct Session<R, P> {
     owner: String,
+    /// When it started: the origin of its client clock's offsets.
+    started: Instant,
     deadline: Instant,
+    /// Whether a heartbeat has come (until then the first grace holds).
+    beaten: bool,
+    /// What the heartbeats that said when they were sent taught about the client's clock.
+    clock: Option<ClientClock>,
     peer: P,
     /// Resources whose last caller is this session.
     resources: HashSet<R>,
+}
+
+/// How much a client's clock may run slow against the machine's, in parts per million: NTP
+/// slews a clock by at most 500 ppm.
+const CLOCK_DRIFT_PPM: i128 = 500;
+
+/// The lowest offset seen between the machine's clock at receipt and the client's at sending:
+/// the clocks' difference plus the fastest trip. A heartbeat whose offset is above it by `d`
+/// spent `d` longer on the way (queued in a backlog, retransmitted) than the fastest one, so
+/// the client was last known alive `d` before it arrived, not when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct ClientClock {
+    /// The lowest offset, in microseconds.
+    base_us: i128,
+    /// When it was seen: a client clock that runs slow raises the offsets by up to
+    /// [`CLOCK_DRIFT_PPM`] of the time since.
+    base_at: Instant,
+}
+
+impl ClientClock {
+    /// When the client was alive, for a heartbeat it sent at `sent_us` (its clock) that
+    /// arrived `now`; updates the lowest offset.
+    fn alive_at(clock: &mut Option<Self>, origin: Instant, now: Instant, sent_us: u64) -> Instant {
+        let offset =
+            now.saturating_duration_since(origin).as_micros() as i128 - i128::from(sent_us);
+        let base = match clock {
+            Some(c) => {
+                let drift = now.saturating_duration_since(c.base_at).as_micros() as i128
+                    * CLOCK_DRIFT_PPM
+                    / 1_000_000;
+                c.base_us + drift
+            }
+            None => offset,
+        };
+        if offset <= base {
+            *clock = Some(Self {
+                base_us: offset,
+                base_at: now,
+            });
+            return now;
+        }
+        let late = u64::try_from(offset - base).unwrap_or(u64::MAX);
+        now.checked_sub(Duration::from_micros(late))
+            .unwrap_or(origin)
+    }
 }
 
 /// The session manager. `R` names a resource, `P` is what is known of a session's peer.
@@ -187,7 +238,10 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
             id,
             Session {
                 owner: owner.to_string(),
+                started: now,
                 deadline,
+                beaten: false,
+                clock: None,
                 peer,
                 resources: HashSet::new(),
             },
@@ -209,12 +263,46 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
         owner: &str,
         peer: Option<P>,
     ) -> Result<(), SessionExpired> {
+        self.beat(now, None, id, owner, peer)
+    }
+
+    /// A heartbeat that says when its client sent it: `sent_us`, microseconds on the client's
+    /// own steady clock (any origin). The deadline becomes one window after the client was
+    /// last known alive: `now`, less however much longer than the session's fastest
+    /// heartbeat this one took to arrive. So heartbeats that sat in a backlog (a starved
+    /// machine, a stalled link) and arrive after their client died keep nothing alive beyond
+    /// one window after it sent them. A heartbeat never shortens the deadline, except the
+    /// first one, which ends the first grace.
+    pub fn heartbeat_sent(
+        &mut self,
+        now: Instant,
+        sent_us: u64,
+        id: SessionId,
+        owner: &str,
+        peer: Option<P>,
+    ) -> Result<(), SessionExpired> {
+        self.beat(now, Some(sent_us), id, owner, peer)
+    }
+
+    fn beat(
+        &mut self,
+        now: Instant,
+        sent_us: Option<u64>,
+        id: SessionId,
+        owner: &str,
+        peer: Option<P>,
+    ) -> Result<(), SessionExpired> {
         let session = self.sessions.get_mut(&id).ok_or(SessionExpired)?;
         if session.owner != owner || session.deadline <= now {
             return Err(SessionExpired);
         }
-        let deadline = now + self.window;
-        if deadline != session.deadline {
+        let alive_at = match sent_us {
+            Some(sent) => ClientClock::alive_at(&mut session.clock, session.started, now, sent),
+            None => now,
+        };
+        let deadline = alive_at + self.window;
+        let first = !std::mem::replace(&mut session.beaten, true);
+        if deadline > session.deadline || (first && deadline != session.deadline) {
             self.deadlines.remove(&(session.deadline, id));
             self.deadlines.insert((deadline, id));
             session.deadline = deadline;
@@ -478,5 +566,96 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(t0 + ms(1000) + W));
         assert_eq!(m.expire(t0 + ms(1000) + W).len(), 50_000);
         assert!(m.is_empty());
+    }
+
+    /// A client clock reading: `at` on the machine's clock, seen from a client whose clock is
+    /// `skew_us` ahead and runs `ppm` parts per million slow.
+    fn client_us(t0: Instant, at: Instant, skew_us: u64, ppm: u64) -> u64 {
+        let elapsed = at.duration_since(t0).as_micros() as u64;
+        skew_us + elapsed - elapsed * ppm / 1_000_000
+    }
+
+    #[test]
+    fn heartbeats_that_arrive_late_from_a_backlog_keep_nothing_alive_past_a_window_after_they_were_sent()
+     {
+        let (mut m, t0) = manager();
+        let s = m.start(t0, "alice", None, 1).unwrap();
+        let skew = 5_000_000_000; // the client's clock is far from the machine's
+        // Heartbeats every 100 ms for 10 s, each arriving 20 ms after it was sent.
+        let mut sent = t0;
+        while sent < t0 + ms(10_000) {
+            m.heartbeat_sent(
+                sent + ms(20),
+                client_us(t0, sent, skew, 0),
+                s.id,
+                "alice",
+                None,
+            )
+            .unwrap();
+            sent += ms(100);
+        }
+        assert_eq!(m.next_deadline(), Some(t0 + ms(9_920) + W));
+        // The client dies at 10 s; the heartbeats it sent in its last second were held up and
+        // arrive one every 200 ms until 13 s. Each is still a sign of life from when it was
+        // sent: the deadline stays one window after the last one was sent.
+        let mut arrive = t0 + ms(10_000);
+        for k in 0..10u64 {
+            let sent = t0 + ms(9_000 + 100 * k);
+            arrive += ms(200);
+            if arrive >= t0 + ms(9_900) + W {
+                break;
+            }
+            m.heartbeat_sent(arrive, client_us(t0, sent, skew, 0), s.id, "alice", None)
+                .unwrap();
+            assert_eq!(m.next_deadline(), Some(t0 + ms(9_920) + W), "k = {k}");
+        }
+        assert_eq!(m.expire(t0 + ms(9_920) + W).len(), 1);
+    }
+
+    #[test]
+    fn a_slow_trip_never_shortens_the_deadline_and_a_slow_client_clock_is_no_false_expiry() {
+        let (mut m, t0) = manager();
+        let s = m.start(t0, "alice", None, 1).unwrap();
+        // An hour of heartbeats every 400 ms, from a client whose clock runs 400 ppm slow,
+        // with trips of 10..210 ms: never expired, and the deadline never moves earlier.
+        let mut sent = t0;
+        let mut last_deadline = m.next_deadline().unwrap();
+        let mut trip = 10;
+        let mut n = 0u64;
+        while sent < t0 + Duration::from_secs(3600) {
+            let arrive = sent + ms(trip);
+            assert!(m.expire(arrive).is_empty(), "expired at {:?}", arrive - t0);
+            m.heartbeat_sent(arrive, client_us(t0, sent, 77, 400), s.id, "alice", None)
+                .unwrap();
+            let deadline = m.next_deadline().unwrap();
+            assert!(n == 0 || deadline >= last_deadline);
+            // The deadline is one window after the client was last known alive, give or take
+            // the trip and the drift allowance.
+            assert!(deadline >= sent + W && deadline <= arrive + W);
+            last_deadline = deadline;
+            trip = 10 + (trip * 37 + 11) % 200;
+            sent += ms(400);
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn the_first_timed_heartbeat_ends_the_grace_and_untimed_ones_count_at_arrival() {
+        let mut m: SessionManager<&str, u32> =
+            SessionManager::new(W, DEFAULT_MAX_SESSIONS).with_first_grace(ms(8000));
+        let t0 = Instant::now();
+        let s = m.start(t0, "alice", None, 1).unwrap();
+        assert_eq!(m.next_deadline(), Some(t0 + W + ms(8000)));
+        m.heartbeat_sent(t0 + ms(10), u64::MAX, s.id, "alice", None)
+            .unwrap();
+        assert_eq!(m.next_deadline(), Some(t0 + ms(10) + W));
+        // Untimed heartbeats (a call from Viam's SDKs) count when they arrive.
+        m.heartbeat(t0 + ms(500), s.id, "alice", None).unwrap();
+        assert_eq!(m.next_deadline(), Some(t0 + ms(500) + W));
+        // Another owner still gets nothing, timed or not.
+        assert_eq!(
+            m.heartbeat_sent(t0 + ms(600), 0, s.id, "bob", None),
+            Err(SessionExpired)
+        );
     }
 }
