@@ -453,6 +453,7 @@ async fn slot(
         }
         drop(events);
         drop(client);
+        tracing::debug!(slot = i, session = %id, "killed");
         counters.killed.fetch_add(1, Ordering::Relaxed);
         let wait_until = Instant::now() + 3 * args.window + Duration::from_secs(5);
         let mut expired = false;

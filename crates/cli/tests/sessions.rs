@@ -417,6 +417,45 @@ async fn the_session_limit_answers_resource_exhausted_and_everything_keeps_worki
     start(&ch, "").await;
 }
 
+/// A heartbeat call that says it was sent at `sent_us` (as Tether's client's calls do).
+async fn timed_heartbeat(ch: &Channel, id: &str, sent_us: u64) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(SendSessionHeartbeatRequest { id: id.into() });
+    request
+        .metadata_mut()
+        .insert(tether_rpc::heartbeat::SENT_HEADER, sent_us.into());
+    RobotServiceClient::new(ch.clone())
+        .send_session_heartbeat(request)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn a_heartbeat_that_says_it_was_sent_long_ago_keeps_nothing_alive() {
+    let server = Server::start(&["--config", config("", "").to_str().unwrap()]);
+    let ch = server.channel().await;
+    let (id, _) = start(&ch, "").await;
+    set_power(&ch, "left", 0.5, Some(&id)).await.unwrap();
+    // Fresh timed heartbeats, and untimed ones (Viam's SDKs), keep the session for 4 windows.
+    let until = Instant::now() + 4 * W;
+    let mut sent = 0;
+    while Instant::now() < until {
+        sent = tether_rpc::heartbeat::steady_micros();
+        timed_heartbeat(&ch, &id, sent).await.unwrap();
+        tokio::time::sleep(W / 5).await;
+        heartbeat(&ch, &id).await.unwrap();
+        tokio::time::sleep(W / 5).await;
+    }
+    assert_eq!(stops(&ch, "left").await, 0, "{}", server.log());
+    // The last one again and again, as a backlog would deliver heartbeats after their client
+    // died: the session lapses one window after it was sent, though they keep arriving.
+    let t0 = Instant::now();
+    while timed_heartbeat(&ch, &id, sent).await.is_ok() {
+        assert!(t0.elapsed() < 4 * W, "late heartbeats kept the session");
+        tokio::time::sleep(W / 10).await;
+    }
+    assert!(wait_for_stops(&ch, "left", 1, 4 * W).await.is_some());
+}
+
 /// StartSession's answer with its headers: the session id and the UDP heartbeat key, if given.
 async fn start_with_key(ch: &Channel) -> (String, Option<String>) {
     let r = RobotServiceClient::new(ch.clone())
@@ -455,12 +494,13 @@ async fn udp_heartbeats_keep_a_session_alive_and_forged_or_replayed_ones_do_not(
             Some(buf[..n].to_vec())
         }
     };
-    // Only datagrams, for four windows: the session, and the motor, live on.
-    let mut seq = 1;
+    // Only datagrams, for four windows: the session, and the motor, live on. The sequence
+    // number is the sender's clock (the machine counts the window from it).
+    let mut seq = 0;
     let mut replay = Vec::new();
     let until = Instant::now() + 4 * W;
     while Instant::now() < until {
-        seq += 1;
+        seq = tether_rpc::heartbeat::steady_micros();
         let request = encode_request(&key, &raw, seq).to_vec();
         let answer = exchange(request.clone()).await.expect("an ack");
         assert_eq!(decode_ack(&key, &raw, &answer), Some((seq, Ack::Alive)));

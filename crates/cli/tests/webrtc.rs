@@ -726,7 +726,7 @@ async fn connections_through_a_turn_relay_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_datagrams_keep_a_session_alive_and_are_answered_with_acks() {
-    use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, decode_ack};
+    use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, decode_ack, encode_datagram, steady_micros};
     let (server, mut p, sid) = left_driven_by_a_session("webrtc-datagrams.json").await;
     let beats = p
         .peer
@@ -775,14 +775,32 @@ async fn heartbeat_datagrams_keep_a_session_alive_and_are_answered_with_acks() {
         .unwrap();
     beats.send(Bytes::from(heartbeat.clone())).await.unwrap();
     assert_eq!(ack(beats.clone()).await, (Ack::Alive, heartbeat));
-    // Then silence: the session lapses within the window as ever.
+    // Datagrams that say when they were sent (as Tether's client sends them) keep it alive
+    // while they are fresh...
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut last = Bytes::new();
+    while Instant::now() < until {
+        last = encode_datagram(&sid, steady_micros());
+        beats.send(last.clone()).await.unwrap();
+        assert_eq!(ack(beats.clone()).await.0, Ack::Alive);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        is_moving(&mut p).await,
+        "fresh timed datagrams kept the session"
+    );
+    // ...but the same heartbeat arriving again and again, as a backlog delivers one after its
+    // client died, keeps nothing alive past a window after it was sent: the motor stops
+    // while such datagrams still come.
     let started = Instant::now();
     while is_moving(&mut p).await {
         assert!(
             started.elapsed() < Duration::from_secs(3),
-            "motor still running"
+            "late datagrams kept the motor running"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        beats.send(last.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(server.log().contains("session expired"), "{}", server.log());
     p.close().await;
 }

@@ -21,13 +21,19 @@
 //!   lost segment holds back — but only while heartbeat calls still get through (within
 //!   [`HeartbeatPolicy::datagram_grace`]), so UDP alone never keeps a session whose
 //!   commanding path is gone.
-//! - On **WebRTC**, over the commanding peer connection itself: as a call on its reliable
-//!   channel every W/5 and as a datagram on Tether's heartbeat channel
-//!   ([`tether_rpc::heartbeat`]) every W/10. A
-//!   separate TCP connection would take a different path (TCP to the signaling address rather
-//!   than the ICE-selected UDP pair): it could keep a session — and a motor — alive after the
-//!   data channel died, or let it lapse while the data channel is fine. The peer connection's engine, reader and
-//!   writer run on a runtime thread of their own, so the application still cannot starve them.
+//! - On **WebRTC**, over the commanding peer connection itself: as a datagram on Tether's
+//!   heartbeat channel ([`tether_rpc::heartbeat`]) every W/10 and, whenever the machine has
+//!   acked none for two periods (at first, after a stall, or always on a machine without the
+//!   channel, as Viam's), as a call on its reliable channel every W/5. A separate TCP
+//!   connection would take a different path (TCP to the signaling address rather than the
+//!   ICE-selected UDP pair): it could keep a session — and a motor — alive after the data
+//!   channel died, or let it lapse while the data channel is fine. The peer connection's
+//!   engine, reader and writer run on a runtime thread of their own, so the application still
+//!   cannot starve them.
+//!
+//! Every heartbeat says when it was sent ([`tether_rpc::heartbeat::steady_micros`]); the
+//! machine counts the window from then, so heartbeats held up in a backlog keep a dead
+//! client's session alive no longer than one window after it sent its last.
 
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
@@ -40,9 +46,8 @@ use tether_proto::viam::robot::v1::{
 use crate::ConnectionEvent;
 use crate::webrtc::WebRtcChannel;
 use bytes::Bytes;
-use prost::Message as _;
-use tether_rpc::heartbeat::Ack;
 use tether_rpc::heartbeat::udp::{self, SessionKey};
+use tether_rpc::heartbeat::{Ack, decode_datagram, encode_datagram, steady_micros};
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
@@ -355,7 +360,12 @@ async fn send_heartbeat(
     token: Option<String>,
     timeout: Duration,
 ) -> Answer {
-    let request = authorized(SendSessionHeartbeatRequest { id }, token.as_deref());
+    let mut request = authorized(SendSessionHeartbeatRequest { id }, token.as_deref());
+    // When it was sent: the machine counts the window from then, not from its arrival.
+    request.metadata_mut().insert(
+        tether_rpc::heartbeat::SENT_HEADER,
+        tonic::metadata::MetadataValue::from(steady_micros()),
+    );
     let sent = tokio::time::timeout(
         timeout,
         RobotServiceClient::new(via).send_session_heartbeat(request),
@@ -383,10 +393,13 @@ async fn heartbeat_loop(
     key: Option<SessionKey>,
     mut gone: tokio::sync::watch::Receiver<()>,
 ) {
+    let session = id.clone();
     tokio::select! {
         // The client was dropped: not one heartbeat more.
-        _ = gone.changed() => {}
-        () = heartbeats(client, id, window, key) => {}
+        _ = gone.changed() => tracing::debug!(%session, "heartbeats end: the client is gone"),
+        () = heartbeats(client, id, window, key) => {
+            tracing::debug!(%session, "heartbeats end: the session ended");
+        }
     }
 }
 
@@ -431,18 +444,15 @@ async fn udp_socket(address: &str) -> std::io::Result<tokio::net::UdpSocket> {
     Ok(socket)
 }
 
-/// Heartbeat datagram sequence numbers: microseconds since the Unix epoch, always rising, so a
-/// session's numbers keep rising across heartbeat threads (the machine refuses any number not
-/// above the last it accepted).
+/// Heartbeat datagram sequence numbers: the steady clock ([`steady_micros`]), always rising,
+/// so a session's numbers keep rising across heartbeat threads (the machine refuses any
+/// number not above the last it accepted) and say when each datagram was sent.
 #[derive(Default)]
 struct Sequence(u64);
 
 impl Sequence {
     fn next(&mut self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.0 = (self.0 + 1).max(now);
+        self.0 = (self.0 + 1).max(steady_micros());
         self.0
     }
 }
@@ -456,6 +466,11 @@ struct SentSinceAnswer {
     unsent: u32,
     /// Heartbeat calls.
     calls: u32,
+}
+
+/// Whether a heartbeat datagram (echoed in an ack) is session `id`'s.
+fn names_session(datagram: &[u8], id: &str) -> bool {
+    decode_datagram(datagram).is_some_and(|(named, _)| named == id)
 }
 
 /// Sends one heartbeat datagram of `session` (its key and raw id) over UDP; whether it left.
@@ -498,11 +513,12 @@ async fn heartbeats(
     let mut in_flight = tokio::task::JoinSet::new();
     // Over WebRTC: the connection whose heartbeat acks are read, and its acks.
     let mut datagram_acks: Option<(WebRtcChannel, broadcast::Receiver<Bytes>)> = None;
-    let datagram = Bytes::from(SendSessionHeartbeatRequest { id: id.clone() }.encode_to_vec());
     // When a heartbeat was last answered, or the path last (re)started.
     let mut last_answer = tokio::time::Instant::now();
     // When a heartbeat call was last answered: UDP datagrams go only while calls get through.
     let mut last_call_answer = tokio::time::Instant::now();
+    // When the machine last acked a datagram on the WebRTC heartbeat channel.
+    let mut datagram_acked: Option<tokio::time::Instant> = None;
     // Since the last answer (for the record when a window passes without one).
     let mut sent = SentSinceAnswer::default();
     loop {
@@ -521,7 +537,7 @@ async fn heartbeats(
                         {
                             datagram_acks = Some((rtc.clone(), rtc.heartbeat_acks()));
                         }
-                        if rtc.send_heartbeat_datagram(datagram.clone()) {
+                        if rtc.send_heartbeat_datagram(encode_datagram(&id, steady_micros())) {
                             sent.datagrams += 1;
                         } else {
                             sent.unsent += 1;
@@ -552,10 +568,14 @@ async fn heartbeats(
             }
             Some(ack) = async { Some(datagram_acks.as_mut()?.1.recv().await) } => match ack {
                 Ok(message) => match tether_rpc::heartbeat::decode_ack(&message) {
-                    Some((Ack::Alive, request)) if request == &datagram[..] => Some(Answer::Alive),
-                    Some((Ack::Expired, request)) if request == &datagram[..] => {
-                        Some(Answer::Expired)
-                    }
+                    Some((ack, request)) if names_session(request, &id) => match ack {
+                        Ack::Alive => {
+                            datagram_acked = Some(tokio::time::Instant::now());
+                            Some(Answer::Alive)
+                        }
+                        Ack::Expired => Some(Answer::Expired),
+                        Ack::Refused => continue,
+                    },
                     _ => continue,
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -675,15 +695,23 @@ async fn heartbeats(
             )
         };
         let token = token.map(|t| t.to_string());
-        let (via, token) = match (transport, &connection) {
-            (Transport::WebRtc(rtc), _) => {
-                udp = None;
-                // The datagram tick sends the same heartbeat as a datagram too: a lost packet
-                // on the reliable channel holds back everything behind it until it is
-                // retransmitted; a lost datagram holds back nothing.
-                connection = None;
-                (Transport::WebRtc(rtc), token)
+        if let Transport::WebRtc(_) = &transport {
+            udp = None;
+            connection = None;
+            // While the machine acks datagrams they are the heartbeats: a call as well would
+            // double its work per heartbeat (each message on a data channel costs it an SCTP
+            // chunk and a DTLS record), and on a busy machine that work is what delays
+            // heartbeats. A call goes whenever no datagram was acked for two periods, so a
+            // machine without the channel (Viam's) still gets one every period.
+            if datagram_acked.is_some_and(|at| at.elapsed() < 2 * policy.period()) {
+                continue;
             }
+        }
+        let (via, token) = match (transport, &connection) {
+            // The datagram tick sends the same heartbeat as a datagram too: a lost packet on
+            // the reliable channel holds back everything behind it until it is retransmitted;
+            // a lost datagram holds back nothing.
+            (Transport::WebRtc(rtc), _) => (Transport::WebRtc(rtc), token),
             (commanding @ Transport::Direct(_), Some(own)) => {
                 // The same heartbeat on the commanding connection too: a lost segment stalls
                 // a TCP connection for about a round trip and a reorder window, and with two

@@ -70,7 +70,9 @@ impl RtcRuntime {
         let (stop, stopped) = oneshot::channel::<Option<Arc<Peer>>>();
         let handle = crate::runtime_thread("tether-webrtc", move || async move {
             if let Ok(Some(peer)) = stopped.await {
-                let _ = tokio::time::timeout(Duration::from_secs(2), peer.close()).await;
+                let started = std::time::Instant::now();
+                let closed = tokio::time::timeout(Duration::from_secs(2), peer.close()).await;
+                tracing::debug!(took = ?started.elapsed(), timed_out = closed.is_err(), "WebRTC peer closed; its runtime ends");
             }
             // The runtime is dropped when this ends, which cancels every task of the
             // connection.
@@ -325,6 +327,7 @@ impl PeerChannelState {
             s.closed = Some(reason.to_string());
             (std::mem::take(&mut s.streams), std::mem::take(&mut s.tasks))
         };
+        tracing::debug!(%reason, "closing the WebRTC connection");
         let trailers = wire::local_status_headers(&unavailable(reason));
         for (_, entry) in streams {
             entry.stop_tasks();

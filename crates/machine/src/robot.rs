@@ -318,9 +318,15 @@ impl robot::robot_service_server::RobotService for RobotApi {
         // A malformed id cannot name a live session: the client should start a new one.
         let id = Uuid::parse_str(&r.get_ref().id).map_err(|_| session_expired())?;
         let peer = r.extensions().get::<PeerInfo>().cloned();
+        // Tether's client says when it sent the heartbeat: the window counts from then.
+        let sent_us = r
+            .metadata()
+            .get(tether_rpc::heartbeat::SENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         self.machine
             .sessions()
-            .heartbeat(id, &owner_of(r.extensions()), peer)
+            .heartbeat(id, &owner_of(r.extensions()), peer, sent_us)
             .map_err(|_| session_expired())?;
         Ok(Response::new(robot::SendSessionHeartbeatResponse {}))
     }

@@ -143,7 +143,8 @@ impl Sessions {
                         return None;
                     }
                     accepted.insert(id, seq);
-                    match self.beat(&mut manager, id, &owner, None) {
+                    // The sequence number is the client's clock at sending.
+                    match self.beat(&mut manager, id, &owner, None, Some(seq)) {
                         Ok(()) => Ack::Alive,
                         Err(SessionExpired) => Ack::Expired,
                     }
@@ -172,14 +173,16 @@ impl Sessions {
         started
     }
 
-    /// Heartbeats a session.
+    /// Heartbeats a session; `sent_us` is when the client sent the heartbeat, on its own
+    /// clock, if it said ([`SessionManager::heartbeat_sent`]).
     pub fn heartbeat(
         &self,
         id: SessionId,
         owner: &str,
         peer: Option<PeerInfo>,
+        sent_us: Option<u64>,
     ) -> Result<(), SessionExpired> {
-        self.beat(&mut lock(&self.manager), id, owner, peer.map(Some))
+        self.beat(&mut lock(&self.manager), id, owner, peer.map(Some), sent_us)
     }
 
     /// Heartbeats `id` in the locked manager `m`, waking the expiry driver if that moved the
@@ -190,9 +193,14 @@ impl Sessions {
         id: SessionId,
         owner: &str,
         peer: Option<Option<PeerInfo>>,
+        sent_us: Option<u64>,
     ) -> Result<(), SessionExpired> {
         let before = m.next_deadline();
-        let beat = m.heartbeat(Instant::now(), id, owner, peer);
+        let now = Instant::now();
+        let beat = match sent_us {
+            Some(sent) => m.heartbeat_sent(now, sent, id, owner, peer),
+            None => m.heartbeat(now, id, owner, peer),
+        };
         self.wake_if_sooner(before, m.next_deadline());
         beat
     }
@@ -229,7 +237,7 @@ impl Sessions {
     ) -> Result<(), SessionExpired> {
         let mut m = lock(&self.manager);
         if let Some(id) = session {
-            self.beat(&mut m, id, owner, None)?;
+            self.beat(&mut m, id, owner, None, None)?;
         }
         if let Some(resource) = resource {
             m.record_caller(resource, session);

@@ -11,10 +11,69 @@
 //! channel; a datagram that is lost costs nothing, and one lost packet no longer stalls the
 //! heartbeats behind it.
 //!
+//! Every heartbeat Tether's client sends says when it was sent, on the client's steady clock
+//! ([`steady_micros`]): a datagram in field [`SENT_FIELD`] of its request, a call in header
+//! [`SENT_HEADER`], a UDP datagram in its sequence number. The machine counts the session's
+//! window from then rather than from the arrival (the session manager's `heartbeat_sent`), so
+//! heartbeats that sat in a backlog and arrive after their client died keep nothing alive.
+//! Viam's SDKs send neither; their heartbeats count from their arrival, as on viam-server.
+//!
 //! On direct gRPC the same role is played by [`udp`]: authenticated heartbeat datagrams to the
 //! machine's port number over UDP, beside the TCP connections that still carry every call.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+/// The header of a heartbeat call that says when it was sent: [`steady_micros`] in decimal.
+pub const SENT_HEADER: &str = "tether-sent-us";
+
+/// The field of a heartbeat datagram's `SendSessionHeartbeatRequest` that says when it was
+/// sent (fixed64, [`steady_micros`]). Viam's message has field 1 only; its decoders skip this.
+pub const SENT_FIELD: u32 = 15;
+
+/// A heartbeat datagram's message as Tether reads and writes it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TimedHeartbeat {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(fixed64, optional, tag = "15")]
+    sent_us: Option<u64>,
+}
+
+/// The heartbeat datagram for session `id`, sent at `sent_us`.
+pub fn encode_datagram(id: &str, sent_us: u64) -> Bytes {
+    use prost::Message;
+    Bytes::from(
+        TimedHeartbeat {
+            id: id.to_string(),
+            sent_us: Some(sent_us),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// The session id and send time (if given) of a heartbeat datagram.
+pub fn decode_datagram(message: &[u8]) -> Option<(String, Option<u64>)> {
+    use prost::Message;
+    TimedHeartbeat::decode(message)
+        .ok()
+        .map(|h| (h.id, h.sent_us))
+}
+
+/// Microseconds on this process's steady clock, from an origin near the Unix epoch time at
+/// which it was first read: they always rise (a wall clock stepped back does not move
+/// them), and a later process starts above an earlier one.
+pub fn steady_micros() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    static ORIGIN: OnceLock<(Instant, u64)> = OnceLock::new();
+    let (at, epoch_us) = *ORIGIN.get_or_init(|| {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        (Instant::now(), since)
+    });
+    epoch_us.saturating_add(at.elapsed().as_micros() as u64)
+}
 
 /// The largest heartbeat datagram either side accepts (an id is 36 bytes); larger ones are
 /// dropped unread.
@@ -66,7 +125,7 @@ pub mod udp {
     //! process and the session id ([`derive_key`]), so the machine stores no keys.
     //!
     //! A request is `"THB1"`, the session id (16 bytes), a sequence number (8 bytes, big
-    //! endian) and HMAC-SHA256 with the session's key over those (32 bytes): 60 bytes. The
+    //! endian: the sender's [`super::steady_micros`] when it sent it) and HMAC-SHA256 with the session's key over those (32 bytes): 60 bytes. The
     //! machine answers only a request whose tag verifies and whose sequence number is above
     //! every one it accepted for the session (a replayed datagram keeps nothing alive), with
     //! `"THA1"`, the id, the sequence number, an [`Ack`] byte and HMAC-SHA256 over those: 61
@@ -214,6 +273,39 @@ mod tests {
         assert_eq!(decode_ack(b""), None);
         assert_eq!(decode_ack(b"\x07abc"), None);
         assert_eq!(decode_ack(&vec![0u8; MAX_DATAGRAM + 2]), None);
+    }
+
+    #[test]
+    fn a_timed_datagram_is_still_a_send_session_heartbeat_request() {
+        use prost::Message;
+        use tether_proto::viam::robot::v1::SendSessionHeartbeatRequest;
+        let id = "5c671593-1a82-47f2-a9c4-ba9a1d19a495";
+        let timed = encode_datagram(id, 1_796_000_000_123_456);
+        assert_eq!(
+            decode_datagram(&timed),
+            Some((id.to_string(), Some(1_796_000_000_123_456)))
+        );
+        // Viam's decoder reads the id and skips the time.
+        assert_eq!(
+            SendSessionHeartbeatRequest::decode(&timed[..]).unwrap().id,
+            id
+        );
+        // An untimed one (an older client) has no time; junk is nothing.
+        let plain = SendSessionHeartbeatRequest { id: id.into() }.encode_to_vec();
+        assert_eq!(decode_datagram(&plain), Some((id.to_string(), None)));
+        assert_eq!(decode_datagram(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn the_steady_clock_rises_from_about_the_epoch_time() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let a = steady_micros();
+        let b = steady_micros();
+        assert!(b >= a);
+        assert!(a.abs_diff(wall) < 60_000_000, "{a} vs {wall}");
     }
 
     #[test]

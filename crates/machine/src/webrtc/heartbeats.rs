@@ -1,7 +1,8 @@
 //! The machine's side of heartbeat datagrams ([`tether_rpc::heartbeat`]): each message on a
 //! peer's `tether-heartbeat` channel is run as a `SendSessionHeartbeat` call through the same
 //! tower stack as every call of that peer (so the same caller, owner checks and session
-//! rules apply), and answered with one ack. One at a time per peer: a flood is served no
+//! rules apply; the time it says it was sent goes in the call's send-time header), and
+//! answered with one ack. One at a time per peer: a flood is served no
 //! faster than the stack answers, and a message too large to be a heartbeat is dropped unread.
 
 use axum::body::Body;
@@ -10,7 +11,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tether_proto::viam::robot::v1::robot_service_server::RobotServiceServer;
 use tether_rpc::grpc::message_prefix;
-use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, encode_ack};
+use tether_rpc::heartbeat::{Ack, MAX_DATAGRAM, SENT_HEADER, decode_datagram, encode_ack};
 use tether_rpc::vocabulary::SESSION_EXPIRED;
 use tether_rtc::Channel;
 use tower::ServiceExt;
@@ -34,11 +35,19 @@ pub async fn serve<S: Stack>(channel: Channel, service: S, context: ConnectionCo
             continue;
         }
         let received = std::time::Instant::now();
-        let ack = heartbeat(&path, message.clone(), service.clone(), &context).await;
+        let (session, sent_us) = decode_datagram(&message).unwrap_or_default();
+        let ack = heartbeat(&path, message.clone(), sent_us, service.clone(), &context).await;
         let took = received.elapsed();
         // A lost answer costs the client nothing: the next heartbeat follows within W/5.
         let _ = channel.send(encode_ack(ack, &message)).await;
-        tracing::trace!(?ack, ?took, send = ?(received.elapsed() - took), buffered = channel.buffered(), "heartbeat datagram");
+        tracing::trace!(
+            %session,
+            ?ack,
+            ?took,
+            send = ?(received.elapsed() - took),
+            buffered = channel.buffered(),
+            "heartbeat datagram"
+        );
     }
 }
 
@@ -46,17 +55,21 @@ pub async fn serve<S: Stack>(channel: Channel, service: S, context: ConnectionCo
 async fn heartbeat<S: Stack>(
     path: &str,
     message: Bytes,
+    sent_us: Option<u64>,
     service: S,
     context: &ConnectionContext,
 ) -> Ack {
     let body = [message_prefix(message.len()), message].concat();
-    let Ok(mut req) = Request::builder()
+    let mut builder = Request::builder()
         .method(http::Method::POST)
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(Body::from(body))
-    else {
+        .header(http::header::TE, "trailers");
+    // When the client sent it, as a heartbeat call says so.
+    if let Some(sent) = sent_us {
+        builder = builder.header(SENT_HEADER, sent);
+    }
+    let Ok(mut req) = builder.body(Body::from(body)) else {
         return Ack::Refused;
     };
     context.attach(&mut req);
