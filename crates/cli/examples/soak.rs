@@ -15,7 +15,8 @@
 //! (no session) then reads back through `IsPowered`.
 //!
 //! The machine logs every expiry with `late_us` (its stop started that long after the session's
-//! deadline, the last heartbeat it received plus W). An expiry is *true* if its client was killed
+//! deadline: W after the last heartbeat, counted from when the client sent it for Tether's
+//! timed heartbeats). An expiry is *true* if its client was killed
 //! before it; otherwise — and for every `SessionExpired` a live client is told — it is *false*.
 //! It prints its figures and exits non-zero on any false expiry, any killed session not expired,
 //! any motor still powered after its expiry, or a stop more than L ms (default W/10) late.
@@ -361,11 +362,11 @@ async fn run(args: &Args, pid: u32, ledger: &Shared) -> Result<bool, Box<dyn std
         load(&c.unobserved)
     );
     println!(
-        "  stop after the session's deadline (last heartbeat received + W): {}",
+        "  stop after the session's deadline (last heartbeat + W): {}",
         percentiles(late)
     );
     println!(
-        "  stop after the kill (includes heartbeats still in flight): {}",
+        "  stop after the kill (W, and the last heartbeat's trip): {}",
         percentiles(kill_to_stop)
     );
     println!(
