@@ -417,6 +417,75 @@ async fn the_session_limit_answers_resource_exhausted_and_everything_keeps_worki
     start(&ch, "").await;
 }
 
+#[tokio::test]
+async fn a_connection_that_commanded_without_a_session_stops_what_it_drove_when_it_ends() {
+    let server = Server::start(&["--config", config("", "").to_str().unwrap()]);
+    let observer = server.channel().await;
+    // Connection a drives both motors without a session; b then takes "right" over.
+    let a = server.channel().await;
+    set_power(&a, "left", 0.5, None).await.unwrap();
+    set_power(&a, "right", 0.5, None).await.unwrap();
+    let b = server.channel().await;
+    set_power(&b, "right", 0.3, None).await.unwrap();
+    // a ends (the app crashed, its socket closed): what it still commands stops at once;
+    // what b took over does not.
+    drop(a);
+    let took = wait_for_stops(&observer, "left", 1, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("left was not stopped: {}", server.log()));
+    println!("stopped {took:?} after its commanding connection closed");
+    tokio::time::sleep(W).await;
+    assert_eq!(stops(&observer, "right").await, 0, "{}", server.log());
+    // A session takes "right" over from b: b's end stops nothing, the session's lapse does.
+    let (id, _) = start(&observer, "").await;
+    set_power(&observer, "right", 0.2, Some(&id)).await.unwrap();
+    drop(b);
+    tokio::time::sleep(W / 2).await;
+    assert_eq!(stops(&observer, "right").await, 0, "{}", server.log());
+    assert!(wait_for_stops(&observer, "right", 1, 4 * W).await.is_some());
+    assert!(
+        server
+            .log()
+            .contains("a connection that commanded without a session ended"),
+        "{}",
+        server.log()
+    );
+    // Only actuators are stopped: a switch set without a session stays where it was put.
+    let c = server.channel().await;
+    SwitchServiceClient::new(c.clone())
+        .set_position(SetPositionRequest {
+            name: "switch".into(),
+            position: 1,
+            extra: None,
+        })
+        .await
+        .unwrap();
+    drop(c);
+    tokio::time::sleep(W).await;
+    let position = SwitchServiceClient::new(observer.clone())
+        .get_position(GetSwitchPosition {
+            name: "switch".into(),
+            extra: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .position;
+    assert_eq!(position, 1);
+}
+
+#[tokio::test]
+async fn with_stop_on_disconnect_off_a_sessionless_commander_is_not_stopped() {
+    let off = config("", r#", "stop_on_disconnect": false"#);
+    let server = Server::start(&["--config", off.to_str().unwrap()]);
+    let observer = server.channel().await;
+    let a = server.channel().await;
+    set_power(&a, "left", 0.5, None).await.unwrap();
+    drop(a);
+    tokio::time::sleep(4 * W).await;
+    assert_eq!(stops(&observer, "left").await, 0, "{}", server.log());
+}
+
 /// A heartbeat call that says it was sent at `sent_us` (as Tether's client's calls do).
 async fn timed_heartbeat(ch: &Channel, id: &str, sent_us: u64) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(SendSessionHeartbeatRequest { id: id.into() });

@@ -133,6 +133,9 @@ pub struct NetworkConfig {
     /// Direct clients may also heartbeat over UDP at the port number (Tether's own addition;
     /// `network.sessions.disable_heartbeat_datagrams` turns it off).
     pub heartbeat_datagrams: bool,
+    /// A connection that commanded a resource without a session stops it when it ends
+    /// (`network.sessions.stop_on_disconnect`, default true; [`crate::commanders`]).
+    pub stop_on_disconnect: bool,
     /// Certificate and key files (PEM), when configured.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// A connection with no call in flight for this long is closed.
@@ -168,6 +171,7 @@ impl Default for NetworkConfig {
             max_sessions: tether_session::DEFAULT_MAX_SESSIONS,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             heartbeat_datagrams: true,
+            stop_on_disconnect: true,
             tls_files: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             fqdn: None,
@@ -365,6 +369,8 @@ struct RawSessions {
     stop_timeout: Option<String>,
     #[serde(default)]
     disable_heartbeat_datagrams: bool,
+    #[serde(default)]
+    stop_on_disconnect: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -584,6 +590,7 @@ impl RawNetwork {
             net.max_sessions = max;
         }
         net.heartbeat_datagrams = !self.sessions.disable_heartbeat_datagrams;
+        net.stop_on_disconnect = self.sessions.stop_on_disconnect.unwrap_or(true);
         if let Some(timeout) = self.sessions.stop_timeout {
             let d = parse_go_duration(&timeout)
                 .map_err(|e| format!("network.sessions.stop_timeout: {e}"))?;

@@ -9,6 +9,7 @@
 
 pub mod apis;
 pub mod auth;
+pub mod commanders;
 pub mod config;
 pub mod convert;
 pub mod deadline;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use tonic::Status;
 use uuid::Uuid;
 
+use crate::commanders::Commanders;
 use crate::config::Config;
 use crate::operations::Operations;
 use crate::resource::{ApiName, Component, Resource, ResourceName, Resources};
@@ -27,6 +28,8 @@ pub struct Machine {
     resources: Resources,
     operations: Arc<Operations>,
     sessions: Arc<Sessions>,
+    /// Connections that command without a session ([`crate::commanders`]).
+    commanders: Commanders,
     /// How long one actuator's Stop may take before it is reported as failed (StopAll,
     /// shutdown, session expiry): `network.sessions.stop_timeout`.
     stop_timeout: Duration,
@@ -92,6 +95,11 @@ impl Machine {
                 config.network.heartbeat_window,
                 config.network.max_sessions,
             )),
+            commanders: {
+                let c = Commanders::default();
+                c.set_enabled(config.network.stop_on_disconnect);
+                c
+            },
             stop_timeout: config.network.stop_timeout,
             started: SystemTime::now(),
             revision: config.revision.clone(),
@@ -111,6 +119,11 @@ impl Machine {
     /// The sessions.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// The connections that command resources without a session.
+    pub fn commanders(&self) -> &Commanders {
+        &self.commanders
     }
 
     /// The deadline of each actuator's Stop.

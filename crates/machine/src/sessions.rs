@@ -280,6 +280,26 @@ impl Sessions {
     }
 }
 
+/// The safety net ([`crate::commanders`]): a session-less command makes the connection it came
+/// on the resource's commander (when that connection lasts and the net is on); anything else
+/// takes the resource away from whichever connection commanded it.
+fn command_by_connection(
+    machine: &Arc<Machine>,
+    session: Option<SessionId>,
+    resource: ResourceName,
+    extensions: &http::Extensions,
+) {
+    let commanders = machine.commanders();
+    match extensions.get::<crate::commanders::ConnectionLink>() {
+        Some(link) if session.is_none() && commanders.enabled() => {
+            if commanders.command(link, resource) {
+                crate::commanders::watch(machine.clone(), link.clone());
+            }
+        }
+        _ => commanders.release(&resource),
+    }
+}
+
 /// What one expiry did, for its log line.
 struct ExpiryReport {
     span: tracing::Span,
@@ -808,8 +828,15 @@ where
                 .as_deref()
                 .and_then(|name| Some(ResourceName::new(api_of(&path)?, name)))
                 .filter(|r| machine.resources().get(&r.api, &r.name).is_some());
-            if machine.sessions().admit(session, &owner, resource).is_err() {
+            if machine
+                .sessions()
+                .admit(session, &owner, resource.clone())
+                .is_err()
+            {
                 return Ok(status_response(session_expired()));
+            }
+            if let Some(resource) = resource {
+                command_by_connection(&machine, session, resource, &parts.extensions);
             }
             if let (Some(id), Some(op)) = (session, parts.extensions.get::<CurrentOperation>())
                 && let Some(op) = machine.operations().get(op.0)

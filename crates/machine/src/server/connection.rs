@@ -300,6 +300,16 @@ async fn serve_connection<S>(
         remote: Some(peer),
         local,
     };
+    // An HTTP/2 connection lasts: what it commands without a session is stopped when it ends
+    // (the guard, dropped on every way out of here, says so). HTTP/1.1 connections come and go
+    // as a browser pools them: no link, only sessions cover their commands.
+    let (link, _link_guard) = match protocol {
+        Protocol::Http2 => {
+            let (link, guard) = crate::commanders::ConnectionLink::new("h2");
+            (Some(link), Some(guard))
+        }
+        Protocol::Http1 => (None, None),
+    };
     let tracked = activity.clone();
     let request_deadline = options.request_timeout;
     let call_span = span.clone();
@@ -319,6 +329,9 @@ async fn serve_connection<S>(
             req.map(|body| Body::new(TrackedBody::new(body, call_activity.clone(), deadline)));
         req.extensions_mut().insert(info.clone());
         req.extensions_mut().insert(budget.clone());
+        if let Some(link) = &link {
+            req.extensions_mut().insert(link.clone());
+        }
         if plaintext {
             req.extensions_mut().insert(crate::origin::Plaintext);
         }

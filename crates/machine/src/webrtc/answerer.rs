@@ -222,7 +222,10 @@ where
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         let opened = Instant::now();
         tracing::info!(uuid = %offer.uuid, entity = %entity, "WebRTC connection open");
+        // Ended when this returns: the peer connection closed, failed ICE, or shut down.
+        let (link, _link_guard) = crate::commanders::ConnectionLink::new("webrtc");
         let context = ConnectionContext {
+            link,
             info: PeerInfo {
                 kind: PeerKind::WebRtc,
                 remote: None,

@@ -54,6 +54,8 @@ pub struct ConnectionContext {
     pub entity: Arc<str>,
     /// The channel's budget for monitored calls' first messages.
     pub budget: crate::sessions::BufferBudget,
+    /// The peer connection, for what it commands without a session.
+    pub link: crate::commanders::ConnectionLink,
 }
 
 impl ConnectionContext {
@@ -64,6 +66,7 @@ impl ConnectionContext {
         req.extensions_mut().insert(self.budget.clone());
         req.extensions_mut().insert(Entity(self.entity.clone()));
         req.extensions_mut().insert(ChannelAuthenticated);
+        req.extensions_mut().insert(self.link.clone());
     }
 }
 
