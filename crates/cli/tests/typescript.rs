@@ -1,0 +1,241 @@
+//! Viam's official TypeScript SDK (`@viamrobotics/sdk` from npm, pinned in
+//! `tests/ts/package-lock.json`, installed by `scripts/setup-node`) in Node against a real
+//! `tether serve`: direct, over the connect-node transport (native gRPC, h2c). The Node process
+//! is killed to play a crashed app, and the motor it drove is watched through another
+//! connection.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test failing"
+)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::{Server, lines_of, temp_file};
+use tether_proto::viam::component::motor::v1::IsMovingRequest;
+use tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient;
+use tonic::transport::Channel;
+
+const KEY_ID: &str = "ts-key-id";
+const KEY: &str = "ts-secret-key-0123456789";
+
+fn ts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ts")
+}
+
+/// A machine with motor `left`, a 500 ms window and, if `auth`, one API key.
+fn machine(auth: bool) -> Server {
+    let auth = if auth {
+        format!(
+            r#", "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}}"#
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
+            "network": {{"sessions": {{"heartbeat_window": "500ms"}}}}{auth}}}"#
+    );
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let config = temp_file(&format!("ts-{stamp}.json"), &text);
+    Server::start(&["--config", config.to_str().unwrap()])
+}
+
+/// The SDK in Node running `scenario` against `server`; its JSON lines.
+struct Node {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Node {
+    fn start(server: &Server, scenario: &str, key: Option<(&str, &str)>) -> Node {
+        let dir = ts_dir();
+        assert!(
+            dir.join("node_modules/@viamrobotics/sdk").is_dir(),
+            "the TypeScript SDK is not installed: run scripts/setup-node (scripts/test does)"
+        );
+        let mut command = Command::new("node");
+        command
+            .arg(dir.join("node_client.mjs"))
+            .args([scenario, server.addr.as_str()])
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some((id, key)) = key {
+            command.args([id, key]);
+        }
+        let mut child = command.spawn().expect("node");
+        let lines = lines_of(child.stdout.take().unwrap());
+        Node { child, lines }
+    }
+
+    /// The next line that has `field` or `error`, within 30 s.
+    fn next(&self, field: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {field:?} line from the SDK within 30 s"));
+            // The SDK logs to stdout too ("Failed to connect, attempt 1 …"): not ours.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                println!("sdk: {line}");
+                continue;
+            };
+            if value.get(field).is_some() || value.get("error").is_some() {
+                return value;
+            }
+        }
+    }
+
+    /// The next line that has `field`, within 30 s; an error fails the test.
+    fn wait_for(&self, field: &str) -> serde_json::Value {
+        let value = self.next(field);
+        assert!(value.get("error").is_none(), "the SDK failed: {value}");
+        value
+    }
+
+    /// Kills the process (no goodbye: a crashed app).
+    fn kill(mut self) -> Instant {
+        self.child.kill().unwrap();
+        let killed = Instant::now();
+        self.child.wait().unwrap();
+        killed
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moving(ch: &Channel) -> bool {
+    MotorServiceClient::new(ch.clone())
+        .is_moving(IsMovingRequest {
+            name: "left".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .is_moving
+}
+
+/// How long after `since` the motor stopped, polling for up to `limit`.
+async fn stopped_after(ch: &Channel, since: Instant, limit: Duration) -> Option<Duration> {
+    while since.elapsed() < limit {
+        if !moving(ch).await {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_sdk_connects_and_lists_resources() {
+    let server = machine(false);
+    let node = Node::start(&server, "list", None);
+    let listed = node.wait_for("resources");
+    let names: Vec<&str> = listed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"rdk:component:motor/left"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_killed_app_with_a_session_has_its_motor_stopped_within_the_window() {
+    let server = machine(false);
+    let observer = server.channel().await;
+    let node = Node::start(&server, "session", None);
+    let commanded = node.wait_for("commanded");
+    let session = commanded["session"].as_str().expect("a session id");
+    assert!(!session.is_empty());
+    assert!(moving(&observer).await);
+    // The SDK heartbeats: the motor runs on for several windows while the app lives.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(moving(&observer).await, "{}", server.log());
+    let killed = node.kill();
+    let took = stopped_after(&observer, killed, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still moving 5 s after the kill: {}", server.log()));
+    println!("stopped {took:?} after the kill (W = 500 ms)");
+    assert!(
+        server.log().contains("session expired") && server.log().contains(session),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn a_killed_app_without_a_session_is_stopped_by_the_safety_net() {
+    for scenario in ["nosession", "nosessions"] {
+        let server = machine(false);
+        let observer = server.channel().await;
+        let node = Node::start(&server, scenario, None);
+        let commanded = node.wait_for("commanded");
+        assert!(commanded["session"].is_null());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(moving(&observer).await, "{scenario}: {}", server.log());
+        let killed = node.kill();
+        let took = stopped_after(&observer, killed, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{scenario}: still moving 5 s after the kill: {}",
+                    server.log()
+                )
+            });
+        println!("{scenario}: stopped {took:?} after the kill");
+        assert!(
+            server
+                .log()
+                .contains("a connection that commanded without a session ended"),
+            "{}",
+            server.log()
+        );
+        assert!(
+            !server.log().contains("session expired"),
+            "{}",
+            server.log()
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_key_credentials_work_and_a_wrong_key_is_refused() {
+    let server = machine(true);
+    let node = Node::start(&server, "list", Some((KEY_ID, KEY)));
+    node.wait_for("resources");
+    // A wrong key, and no key at all, end in UNAUTHENTICATED (which the SDK does not retry),
+    // not a connection.
+    for (key, why) in [
+        (
+            Some((KEY_ID, "not-the-key")),
+            "[unauthenticated] invalid credentials",
+        ),
+        (None, "[unauthenticated] authentication required"),
+    ] {
+        let node = Node::start(&server, "list", key);
+        let outcome = node.next("resources");
+        assert!(
+            outcome["causes"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c.as_str() == Some(why))),
+            "{key:?}: {outcome}"
+        );
+    }
+}

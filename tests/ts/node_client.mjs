@@ -1,0 +1,66 @@
+// Viam's TypeScript SDK (from npm, pinned in package-lock.json) as a Node app would use it:
+// the connect-node transport (native gRPC over HTTP/2, h2c for http://), as Viam's own Node
+// examples and e2e tests set it. Driven by crates/cli/tests/typescript.rs, which starts the
+// machine, reads the JSON lines this prints, and kills this process to play a crashed app.
+//
+//   node node_client.mjs <scenario> <host:port> [key-id key]
+//
+// Scenarios: list (connect, print resource names, exit), session (start a session as Viam's
+// session e2e harness does, command motor "left", wait), nosession (command without a
+// session, wait), nosessions (disableSessions: true, command, wait).
+import dns from 'node:dns';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+
+// The machine listens on 127.0.0.1; Node 20 may resolve localhost to ::1 first.
+dns.setDefaultResultOrder('ipv4first');
+globalThis.VIAM = {
+  GRPC_TRANSPORT_FACTORY: (opts) => createGrpcTransport({ httpVersion: '2', ...opts }),
+};
+const VIAM = await import('@viamrobotics/sdk');
+
+const [scenario, address, keyId, key] = process.argv.slice(2);
+const say = (what) => console.log(JSON.stringify(what));
+
+const conf = {
+  // The SDK dials directly only hosts whose name contains "local".
+  host: `http://${address.replace('127.0.0.1', 'localhost')}`,
+  noReconnect: true,
+  disableSessions: scenario === 'nosessions',
+};
+if (keyId) {
+  conf.credentials = { type: 'api-key', authEntity: keyId, payload: key };
+}
+
+try {
+  const robot = new VIAM.RobotClient();
+  robot.on('connectionstatechange', (e) => say({ event: e.eventType }));
+  // createRobotClient(DialDirectConf) throws after connecting (isConnected() looks at ICE
+  // only); Viam's own Node tests call dial() for direct connections.
+  await robot.dial(conf);
+  const names = await robot.resourceNames();
+  say({ resources: names.map((n) => `${n.namespace}:${n.type}:${n.subtype}/${n.name}`) });
+  if (scenario === 'list') {
+    await robot.disconnect();
+    process.exit(0);
+  }
+  let session = null;
+  if (scenario === 'session') {
+    // 0.61.1 starts no session by itself (../shared/CLIENTS.md §2.3): as Viam's e2e harness.
+    await robot['sessionManager'].getSessionMetadata();
+    session = robot['sessionManager'].sessionID;
+  }
+  const motor = new VIAM.MotorClient(robot, 'left');
+  await motor.setPower(0.5);
+  say({ commanded: 'left', session });
+  // Hold on until killed.
+  setInterval(() => {}, 1 << 30);
+} catch (e) {
+  // "Failed to connect via all methods" carries each method's error as its cause.
+  const causes = (err) => {
+    const c = err?.cause;
+    if (!c) return [];
+    return (Array.isArray(c) ? c : [c]).flatMap((x) => [String(x?.message ?? x), ...causes(x)]);
+  };
+  say({ error: String(e?.message ?? e), code: e?.code ?? null, causes: causes(e) });
+  process.exit(1);
+}
