@@ -7,7 +7,8 @@
 //
 // Scenarios: list (connect, print resource names, exit), session (start a session as Viam's
 // session e2e harness does, command motor "left", wait), nosession (command without a
-// session, wait), nosessions (disableSessions: true, command, wait).
+// session, wait), nosessions (disableSessions: true, command, wait), reconnect (the SDK's own
+// reconnection on: print its connection events and the outcome of a call every 200 ms).
 import dns from 'node:dns';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 
@@ -24,7 +25,9 @@ const say = (what) => console.log(JSON.stringify(what));
 const conf = {
   // The SDK dials directly only hosts whose name contains "local".
   host: `http://${address.replace('127.0.0.1', 'localhost')}`,
-  noReconnect: true,
+  noReconnect: scenario !== 'reconnect',
+  reconnectMaxAttempts: 20,
+  reconnectMaxWait: 1000,
   disableSessions: scenario === 'nosessions',
 };
 if (keyId) {
@@ -39,7 +42,16 @@ try {
   await robot.dial(conf);
   const names = await robot.resourceNames();
   say({ resources: names.map((n) => `${n.namespace}:${n.type}:${n.subtype}/${n.name}`) });
-  if (scenario === 'list') {
+  if (scenario === 'reconnect') {
+    setInterval(async () => {
+      try {
+        await robot.resourceNames();
+        say({ call: 'ok' });
+      } catch (e) {
+        say({ call: String(e?.message ?? e) });
+      }
+    }, 200);
+  } else if (scenario === 'list') {
     await robot.disconnect();
     process.exit(0);
   }
@@ -48,6 +60,9 @@ try {
     // 0.61.1 starts no session by itself (../shared/CLIENTS.md §2.3): as Viam's e2e harness.
     await robot['sessionManager'].getSessionMetadata();
     session = robot['sessionManager'].sessionID;
+  }
+  if (scenario === 'reconnect') {
+    await new Promise(() => {});
   }
   const motor = new VIAM.MotorClient(robot, 'left');
   await motor.setPower(0.5);

@@ -30,6 +30,11 @@ fn ts_dir() -> std::path::PathBuf {
 
 /// A machine with motor `left`, a 500 ms window and, if `auth`, one API key.
 fn machine(auth: bool) -> Server {
+    Server::start(&["--config", machine_config(auth, "").to_str().unwrap()])
+}
+
+/// Its config file; `network` is more of the network section.
+fn machine_config(auth: bool, network: &str) -> std::path::PathBuf {
     let auth = if auth {
         format!(
             r#", "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}}"#
@@ -39,14 +44,13 @@ fn machine(auth: bool) -> Server {
     };
     let text = format!(
         r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
-            "network": {{"sessions": {{"heartbeat_window": "500ms"}}}}{auth}}}"#
+            "network": {{"sessions": {{"heartbeat_window": "500ms"}}{network}}}{auth}}}"#
     );
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let config = temp_file(&format!("ts-{stamp}.json"), &text);
-    Server::start(&["--config", config.to_str().unwrap()])
+    temp_file(&format!("ts-{stamp}.json"), &text)
 }
 
 /// The SDK in Node running `scenario` against `server`; its JSON lines.
@@ -237,5 +241,42 @@ async fn api_key_credentials_work_and_a_wrong_key_is_refused() {
                 .is_some_and(|c| c.iter().any(|c| c.as_str() == Some(why))),
             "{key:?}: {outcome}"
         );
+    }
+}
+
+#[tokio::test]
+async fn after_a_machine_restart_the_sdk_reconnects_by_itself_and_calls_succeed() {
+    let bind = format!("127.0.0.1:{}", common::free_port());
+    let config = machine_config(false, &format!(r#", "bind_address": "{bind}""#));
+    let mut server = Server::start_exact(&["--config", config.to_str().unwrap()]);
+    let node = Node::start(&server, "reconnect", None);
+    node.wait_for("resources");
+    wait_for_line(&node, r#"{"call":"ok"}"#);
+    // The machine goes away: calls fail, the SDK reports it disconnected.
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).unwrap();
+    drop(server);
+    let gone = Instant::now();
+    wait_for_line(&node, r#"{"event":"disconnected"}"#);
+    // Back on the same address: the SDK dials again and calls succeed.
+    let _server = Server::start_exact(&["--config", config.to_str().unwrap()]);
+    wait_for_line(&node, r#"{"event":"connected"}"#);
+    wait_for_line(&node, r#"{"call":"ok"}"#);
+    println!(
+        "calls succeed again {:?} after the machine went away",
+        gone.elapsed()
+    );
+}
+
+/// Waits (up to 60 s) for the Node process to print exactly `line`.
+fn wait_for_line(node: &Node, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.lines.recv_timeout(left) {
+            Ok(l) if l == line => return,
+            Ok(_) => {}
+            Err(_) => panic!("no {line} from the SDK within 60 s"),
+        }
     }
 }
