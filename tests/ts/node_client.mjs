@@ -21,10 +21,20 @@ const VIAM = await import('@viamrobotics/sdk');
 
 const [scenario, address, keyId, key] = process.argv.slice(2);
 const say = (what) => console.log(JSON.stringify(what));
+// TETHER_TS_WEBRTC=<machine name>: dial over WebRTC, with the machine as its own signaling
+// server at `address`, through node-datachannel's WebRTC for Node (as Viam's Node example).
+const webrtcHost = process.env.TETHER_TS_WEBRTC;
+if (webrtcHost) {
+  const polyfill = await import('node-datachannel/polyfill');
+  for (const name of ['RTCPeerConnection', 'RTCSessionDescription', 'RTCIceCandidate']) {
+    globalThis[name] = polyfill[name];
+  }
+}
 
 const conf = {
   // The SDK dials directly only hosts whose name contains "local".
-  host: `http://${address.replace('127.0.0.1', 'localhost')}`,
+  host: webrtcHost ?? `http://${address.replace('127.0.0.1', 'localhost')}`,
+  ...(webrtcHost ? { signalingAddress: `http://${address}`, iceServers: [] } : {}),
   noReconnect: scenario !== 'reconnect',
   reconnectMaxAttempts: 20,
   reconnectMaxWait: 1000,

@@ -21,6 +21,8 @@ use tether_proto::viam::component::motor::v1::IsMovingRequest;
 use tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient;
 use tonic::transport::Channel;
 
+/// The machine's name (`network.fqdn`): the host the SDK asks its signaling for.
+const MACHINE_NAME: &str = "tether-ts";
 const KEY_ID: &str = "ts-key-id";
 const KEY: &str = "ts-secret-key-0123456789";
 
@@ -44,7 +46,7 @@ fn machine_config(auth: bool, network: &str) -> std::path::PathBuf {
     };
     let text = format!(
         r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
-            "network": {{"sessions": {{"heartbeat_window": "500ms"}}{network}}}{auth}}}"#
+            "network": {{"fqdn": "{MACHINE_NAME}", "sessions": {{"heartbeat_window": "500ms"}}{network}}}{auth}}}"#
     );
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,6 +63,16 @@ struct Node {
 
 impl Node {
     fn start(server: &Server, scenario: &str, key: Option<(&str, &str)>) -> Node {
+        Node::start_over(server, scenario, key, false)
+    }
+
+    /// As [`Node::start`]; over WebRTC (the machine its own signaling server) if `webrtc`.
+    fn start_over(
+        server: &Server,
+        scenario: &str,
+        key: Option<(&str, &str)>,
+        webrtc: bool,
+    ) -> Node {
         let dir = ts_dir();
         assert!(
             dir.join("node_modules/@viamrobotics/sdk").is_dir(),
@@ -75,6 +87,9 @@ impl Node {
             .stderr(Stdio::inherit());
         if let Some((id, key)) = key {
             command.args([id, key]);
+        }
+        if webrtc {
+            command.env("TETHER_TS_WEBRTC", MACHINE_NAME);
         }
         let mut child = command.spawn().expect("node");
         let lines = lines_of(child.stdout.take().unwrap());
@@ -279,4 +294,51 @@ fn wait_for_line(node: &Node, line: &str) {
             Err(_) => panic!("no {line} from the SDK within 60 s"),
         }
     }
+}
+
+#[tokio::test]
+async fn over_webrtc_a_killed_app_with_a_session_is_stopped_within_the_window() {
+    let server = machine(false);
+    let observer = server.channel().await;
+    let node = Node::start_over(&server, "session", None, true);
+    let commanded = node.wait_for("commanded");
+    let session = commanded["session"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    assert!(
+        server.log().contains("WebRTC connection open"),
+        "{}",
+        server.log()
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(moving(&observer).await, "{}", server.log());
+    let killed = node.kill();
+    let took = stopped_after(&observer, killed, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still moving 5 s after the kill: {}", server.log()));
+    println!("over WebRTC: stopped {took:?} after the kill (W = 500 ms)");
+    assert!(server.log().contains(&session), "{}", server.log());
+}
+
+#[tokio::test]
+async fn over_webrtc_a_killed_app_without_a_session_is_stopped_once_ice_finds_it_gone() {
+    let server = machine(false);
+    let observer = server.channel().await;
+    let node = Node::start_over(&server, "nosession", None, true);
+    node.wait_for("commanded");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(moving(&observer).await, "{}", server.log());
+    let killed = node.kill();
+    let took = stopped_after(&observer, killed, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("still moving 30 s after the kill: {}", server.log()));
+    println!("over WebRTC without a session: stopped {took:?} after the kill");
+    assert!(
+        server
+            .log()
+            .contains("a connection that commanded without a session ended"),
+        "{}",
+        server.log()
+    );
 }
