@@ -66,6 +66,24 @@ impl Node {
         Node::start_over(server, scenario, key, false)
     }
 
+    /// The SDK in headless Chromium (`tests/ts/browser.mjs`), on a page of another origin.
+    fn browser(server: &Server, scenario: &str) -> Node {
+        assert!(
+            std::path::Path::new("/usr/bin/chromium").exists(),
+            "Chromium is not installed: run scripts/setup-chromium (scripts/test does)"
+        );
+        let mut child = Command::new("node")
+            .arg(ts_dir().join("browser.mjs"))
+            .args([scenario, server.addr.as_str()])
+            .current_dir(ts_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node");
+        let lines = lines_of(child.stdout.take().unwrap());
+        Node { child, lines }
+    }
+
     /// As [`Node::start`]; over WebRTC (the machine its own signaling server) if `webrtc`.
     fn start_over(
         server: &Server,
@@ -129,6 +147,25 @@ impl Node {
         let killed = Instant::now();
         self.child.wait().unwrap();
         killed
+    }
+}
+
+/// SIGKILLs process `pid`; whether it was there to kill.
+fn kill(pid: u64) -> bool {
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A browser process the test started, killed however the test ends (playwright's browser
+/// server outlives its Node process).
+struct KillOnDrop(u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
     }
 }
 
@@ -338,6 +375,52 @@ async fn over_webrtc_a_killed_app_without_a_session_is_stopped_once_ice_finds_it
         server
             .log()
             .contains("a connection that commanded without a session ended"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn in_chromium_a_page_of_another_origin_connects_and_a_killed_browser_has_its_motor_stopped()
+{
+    let server = machine(false);
+    let observer = server.channel().await;
+    let page = Node::browser(&server, "session");
+    let pid = page.wait_for("browser_pid")["browser_pid"]
+        .as_u64()
+        .unwrap();
+    let _browser = KillOnDrop(pid);
+    let listed = page.wait_for("resources");
+    assert!(
+        listed["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "rdk:component:motor/left"),
+        "{listed}"
+    );
+    let commanded = page.wait_for("commanded");
+    let session = commanded["session"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    // The page heartbeats (gRPC-web over HTTP/1.1, cross-origin): the motor runs on.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(moving(&observer).await, "{}", server.log());
+    // The browser crashes.
+    assert!(kill(pid));
+    let killed = Instant::now();
+    let took = stopped_after(&observer, killed, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "still moving 5 s after Chromium was killed: {}",
+                server.log()
+            )
+        });
+    println!("in Chromium: stopped {took:?} after the browser was killed (W = 500 ms)");
+    assert!(
+        server.log().contains("session expired") && server.log().contains(&session),
         "{}",
         server.log()
     );
