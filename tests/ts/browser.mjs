@@ -15,6 +15,12 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [scenario, address] = process.argv.slice(2);
+// TETHER_TS_WEBRTC=<machine name>: dial over WebRTC, the machine its own signaling server.
+const webrtcHost = process.env.TETHER_TS_WEBRTC;
+const direct = `http://${address.replace('127.0.0.1', 'localhost')}`;
+const dialConf = webrtcHost
+  ? { host: webrtcHost, signalingAddress: direct, iceServers: [], noReconnect: true }
+  : { host: direct, noReconnect: true };
 const say = (what) => console.log(JSON.stringify(what));
 const here = path.dirname(new URL(import.meta.url).pathname);
 const sdk = fs.readFileSync(path.join(here, 'node_modules/@viamrobotics/sdk/dist/main.umd.js'));
@@ -26,7 +32,7 @@ const say = (what) => console.log(JSON.stringify(what));
   try {
     const robot = new sdk.RobotClient();
     robot.on('connectionstatechange', (e) => say({ event: e.eventType }));
-    await robot.dial({ host: 'http://${address.replace('127.0.0.1', 'localhost')}', noReconnect: true });
+    await robot.dial(${JSON.stringify(dialConf)});
     const names = await robot.resourceNames();
     say({ resources: names.map((n) => n.namespace + ':' + n.type + ':' + n.subtype + '/' + n.name) });
     if ('${scenario}' === 'list') { say({ done: true }); return; }
@@ -66,8 +72,10 @@ const launched = await chromium.launchServer({
   executablePath: '/usr/bin/chromium',
   headless: true,
   // As root, in a closed network: no sandbox, nothing fetched in the background.
+  // WebRTC on loopback: host candidates on loopback, and not hidden behind mDNS names.
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
 });
 say({ browser_pid: launched.process().pid });
 const browser = await chromium.connect(launched.wsEndpoint());

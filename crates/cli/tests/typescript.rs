@@ -67,19 +67,22 @@ impl Node {
     }
 
     /// The SDK in headless Chromium (`tests/ts/browser.mjs`), on a page of another origin.
-    fn browser(server: &Server, scenario: &str) -> Node {
+    fn browser(server: &Server, scenario: &str, webrtc: bool) -> Node {
         assert!(
             std::path::Path::new("/usr/bin/chromium").exists(),
             "Chromium is not installed: run scripts/setup-chromium (scripts/test does)"
         );
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(ts_dir().join("browser.mjs"))
             .args([scenario, server.addr.as_str()])
             .current_dir(ts_dir())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node");
+            .stderr(Stdio::inherit());
+        if webrtc {
+            command.env("TETHER_TS_WEBRTC", MACHINE_NAME);
+        }
+        let mut child = command.spawn().expect("node");
         let lines = lines_of(child.stdout.take().unwrap());
         Node { child, lines }
     }
@@ -383,9 +386,17 @@ async fn over_webrtc_a_killed_app_without_a_session_is_stopped_once_ice_finds_it
 #[tokio::test]
 async fn in_chromium_a_page_of_another_origin_connects_and_a_killed_browser_has_its_motor_stopped()
 {
+    for webrtc in [false, true] {
+        in_chromium(webrtc).await;
+    }
+}
+
+/// The Chromium scenario, direct (gRPC-web over HTTP/1.1) or over WebRTC.
+async fn in_chromium(webrtc: bool) {
+    let transport = if webrtc { "WebRTC" } else { "gRPC-web" };
     let server = machine(false);
     let observer = server.channel().await;
-    let page = Node::browser(&server, "session");
+    let page = Node::browser(&server, "session", webrtc);
     let pid = page.wait_for("browser_pid")["browser_pid"]
         .as_u64()
         .unwrap();
@@ -418,7 +429,15 @@ async fn in_chromium_a_page_of_another_origin_connects_and_a_killed_browser_has_
                 server.log()
             )
         });
-    println!("in Chromium: stopped {took:?} after the browser was killed (W = 500 ms)");
+    println!(
+        "in Chromium, {transport}: stopped {took:?} after the browser was killed (W = 500 ms)"
+    );
+    assert_eq!(
+        server.log().contains("WebRTC connection open"),
+        webrtc,
+        "{}",
+        server.log()
+    );
     assert!(
         server.log().contains("session expired") && server.log().contains(&session),
         "{}",
