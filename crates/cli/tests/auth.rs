@@ -438,40 +438,8 @@ async fn idle_connections_are_reaped_and_a_flood_locks_nobody_out_for_long() {
 
 const AUTH_PATH: &str = "/proto.rpc.v1.AuthService/Authenticate";
 
-fn generate_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["cert", "--name", "robot.local", "--force", "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 async fn tls_connect(addr: &str, cert: &std::path::Path, alpn: &[&[u8]]) -> Option<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = common::raw::tls(addr, cert, alpn).await;
     tls.get_ref().1.alpn_protocol().map(|p| p.to_vec())
 }
 
@@ -479,7 +447,7 @@ async fn tls_connect(addr: &str, cert: &std::path::Path, alpn: &[&[u8]]) -> Opti
 async fn tls_with_alpn_h2_and_http1_on_one_port_and_no_tls_override() {
     let dir = std::env::temp_dir().join(format!("tether-tls-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = generate_cert(&dir);
+    let (cert, key) = common::raw::generate_cert(&dir);
     let tls = format!(
         r#", "tls_cert_file": "{}", "tls_key_file": "{}""#,
         cert.display(),

@@ -189,6 +189,43 @@ impl Page {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_works_over_tls_on_http1_and_http2() {
+    let dir = std::env::temp_dir().join(format!("tether-web-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = common::raw::generate_cert(&dir);
+    let config = common::temp_file(
+        "web-tls.json",
+        &format!(
+            r#"{{"network": {{"tls_cert_file": "{}", "tls_key_file": "{}"}}}}"#,
+            cert.display(),
+            key.display()
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let addr = server.addr.clone();
+    let empty = grpc_frame(&robot::GetVersionRequest {}.encode_to_vec());
+    for mut page in [
+        Page::H1(addr.clone(), common::raw::h1_tls(&addr, &cert).await),
+        Page::H2(addr.clone(), common::raw::h2_tls(&addr, &cert).await),
+    ] {
+        let reply = page
+            .call(
+                GET_VERSION,
+                "application/grpc-web+proto",
+                &[],
+                empty.clone(),
+                false,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.code(), Some(0), "{reply:?}");
+        assert_eq!(header(&reply.headers, "access-control-allow-origin"), PAGE);
+        let version = robot::GetVersionResponse::decode(reply.messages[0].clone()).unwrap();
+        assert!(!version.version.is_empty(), "{version:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflights_are_answered_by_cors_and_calls_work_over_http1_and_http2() {
     let server = Server::start(&["--no-tls"]);
     let addr = server.addr.clone();

@@ -145,3 +145,73 @@ pub async fn read(response: Response<Incoming>, limit: Duration) -> RawReply {
         grpc_message,
     }
 }
+
+/// A self-signed certificate and key (PEM) for `robot.local` and localhost, made by
+/// `tether cert` in `dir`.
+pub fn generate_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["cert", "--name", "robot.local", "--force", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A TLS connection to `addr` (as `localhost`) that trusts `cert`, offering `alpn`.
+pub async fn tls(
+    addr: &str,
+    cert: &std::path::Path,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// HTTP/1.1 over TLS (ALPN `http/1.1`), trusting `cert`.
+pub async fn h1_tls(
+    addr: &str,
+    cert: &std::path::Path,
+) -> hyper::client::conn::http1::SendRequest<RawBody> {
+    let stream = tls(addr, cert, &[b"http/1.1"]).await;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// HTTP/2 over TLS (ALPN `h2`), trusting `cert`.
+pub async fn h2_tls(
+    addr: &str,
+    cert: &std::path::Path,
+) -> hyper::client::conn::http2::SendRequest<RawBody> {
+    let stream = tls(addr, cert, &[b"h2"]).await;
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
