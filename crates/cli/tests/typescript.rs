@@ -17,9 +17,6 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::{Server, lines_of, temp_file};
-use tether_proto::viam::component::motor::v1::IsMovingRequest;
-use tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient;
-use tonic::transport::Channel;
 
 /// The machine's name (`network.fqdn`): the host the SDK asks its signaling for.
 const MACHINE_NAME: &str = "tether-ts";
@@ -179,28 +176,6 @@ impl Drop for Node {
     }
 }
 
-async fn moving(ch: &Channel) -> bool {
-    MotorServiceClient::new(ch.clone())
-        .is_moving(IsMovingRequest {
-            name: "left".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .is_moving
-}
-
-/// How long after `since` the motor stopped, polling for up to `limit`.
-async fn stopped_after(ch: &Channel, since: Instant, limit: Duration) -> Option<Duration> {
-    while since.elapsed() < limit {
-        if !moving(ch).await {
-            return Some(since.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
-}
-
 #[tokio::test]
 async fn the_sdk_connects_and_lists_resources() {
     let server = machine(false);
@@ -215,63 +190,94 @@ async fn the_sdk_connects_and_lists_resources() {
     assert!(names.contains(&"rdk:component:motor/left"), "{names:?}");
 }
 
-#[tokio::test]
-async fn a_killed_app_with_a_session_has_its_motor_stopped_within_the_window() {
-    let server = machine(false);
+/// Runs `scenario` in Node (over WebRTC if `webrtc`) until it has commanded `left`, checks
+/// that the motor runs on while the app lives, kills the app, and waits up to `limit` for the
+/// stop: how long after the kill it came, and the session the app held.
+async fn killed_app(
+    server: &Server,
+    scenario: &str,
+    webrtc: bool,
+    limit: Duration,
+) -> (Duration, Option<String>) {
     let observer = server.channel().await;
-    let node = Node::start(&server, "session", None);
+    let node = Node::start_over(server, scenario, None, webrtc);
     let commanded = node.wait_for("commanded");
-    let session = commanded["session"].as_str().expect("a session id");
-    assert!(!session.is_empty());
-    assert!(moving(&observer).await);
-    // The SDK heartbeats: the motor runs on for several windows while the app lives.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(moving(&observer).await, "{}", server.log());
-    let killed = node.kill();
-    let took = stopped_after(&observer, killed, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("still moving 5 s after the kill: {}", server.log()));
-    println!("stopped {took:?} after the kill (W = 500 ms)");
-    assert!(
-        server.log().contains("session expired") && server.log().contains(session),
+    let session = commanded["session"].as_str().map(str::to_string);
+    assert_eq!(
+        server.log().contains("WebRTC connection open"),
+        webrtc,
         "{}",
         server.log()
     );
+    // The SDK heartbeats (or its connection lives): the motor runs on for several windows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        common::motor_moving(&observer, "left").await,
+        "{scenario}: {}",
+        server.log()
+    );
+    let killed = node.kill();
+    let took = common::motor_stopped_after(&observer, "left", killed, limit)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{scenario}: still moving {limit:?} after the kill: {}",
+                server.log()
+            )
+        });
+    println!("{scenario} (webrtc: {webrtc}): stopped {took:?} after the kill (W = 500 ms)");
+    (took, session)
+}
+
+/// The app's session expired and stopped the motor.
+fn stopped_by_its_session(server: &Server, session: Option<String>) {
+    let session = session.expect("the app held a session");
+    let log = server.log();
+    assert!(
+        log.contains("session expired") && log.contains(&session),
+        "{log}"
+    );
+}
+
+/// The app had no session: the safety net stopped the motor when its connection ended.
+fn stopped_by_its_connection(server: &Server, session: Option<String>) {
+    assert_eq!(session, None);
+    let log = server.log();
+    assert!(
+        log.contains("a connection that commanded without a session ended"),
+        "{log}"
+    );
+    assert!(!log.contains("session expired"), "{log}");
+}
+
+#[tokio::test]
+async fn a_killed_app_with_a_session_has_its_motor_stopped_within_the_window() {
+    let server = machine(false);
+    let (_, session) = killed_app(&server, "session", false, Duration::from_secs(5)).await;
+    stopped_by_its_session(&server, session);
 }
 
 #[tokio::test]
 async fn a_killed_app_without_a_session_is_stopped_by_the_safety_net() {
     for scenario in ["nosession", "nosessions"] {
         let server = machine(false);
-        let observer = server.channel().await;
-        let node = Node::start(&server, scenario, None);
-        let commanded = node.wait_for("commanded");
-        assert!(commanded["session"].is_null());
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        assert!(moving(&observer).await, "{scenario}: {}", server.log());
-        let killed = node.kill();
-        let took = stopped_after(&observer, killed, Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "{scenario}: still moving 5 s after the kill: {}",
-                    server.log()
-                )
-            });
-        println!("{scenario}: stopped {took:?} after the kill");
-        assert!(
-            server
-                .log()
-                .contains("a connection that commanded without a session ended"),
-            "{}",
-            server.log()
-        );
-        assert!(
-            !server.log().contains("session expired"),
-            "{}",
-            server.log()
-        );
+        let (_, session) = killed_app(&server, scenario, false, Duration::from_secs(5)).await;
+        stopped_by_its_connection(&server, session);
     }
+}
+
+#[tokio::test]
+async fn over_webrtc_a_killed_app_with_a_session_is_stopped_within_the_window() {
+    let server = machine(false);
+    let (_, session) = killed_app(&server, "session", true, Duration::from_secs(5)).await;
+    stopped_by_its_session(&server, session);
+}
+
+#[tokio::test]
+async fn over_webrtc_a_killed_app_without_a_session_is_stopped_once_ice_finds_it_gone() {
+    let server = machine(false);
+    let (_, session) = killed_app(&server, "nosession", true, Duration::from_secs(30)).await;
+    stopped_by_its_connection(&server, session);
 }
 
 #[tokio::test]
@@ -337,53 +343,6 @@ fn wait_for_line(node: &Node, line: &str) {
 }
 
 #[tokio::test]
-async fn over_webrtc_a_killed_app_with_a_session_is_stopped_within_the_window() {
-    let server = machine(false);
-    let observer = server.channel().await;
-    let node = Node::start_over(&server, "session", None, true);
-    let commanded = node.wait_for("commanded");
-    let session = commanded["session"]
-        .as_str()
-        .expect("a session id")
-        .to_string();
-    assert!(
-        server.log().contains("WebRTC connection open"),
-        "{}",
-        server.log()
-    );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(moving(&observer).await, "{}", server.log());
-    let killed = node.kill();
-    let took = stopped_after(&observer, killed, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("still moving 5 s after the kill: {}", server.log()));
-    println!("over WebRTC: stopped {took:?} after the kill (W = 500 ms)");
-    assert!(server.log().contains(&session), "{}", server.log());
-}
-
-#[tokio::test]
-async fn over_webrtc_a_killed_app_without_a_session_is_stopped_once_ice_finds_it_gone() {
-    let server = machine(false);
-    let observer = server.channel().await;
-    let node = Node::start_over(&server, "nosession", None, true);
-    node.wait_for("commanded");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(moving(&observer).await, "{}", server.log());
-    let killed = node.kill();
-    let took = stopped_after(&observer, killed, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("still moving 30 s after the kill: {}", server.log()));
-    println!("over WebRTC without a session: stopped {took:?} after the kill");
-    assert!(
-        server
-            .log()
-            .contains("a connection that commanded without a session ended"),
-        "{}",
-        server.log()
-    );
-}
-
-#[tokio::test]
 async fn in_chromium_a_page_of_another_origin_connects_and_a_killed_browser_has_its_motor_stopped()
 {
     for webrtc in [false, true] {
@@ -417,11 +376,15 @@ async fn in_chromium(webrtc: bool) {
         .to_string();
     // The page heartbeats (gRPC-web over HTTP/1.1, cross-origin): the motor runs on.
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(moving(&observer).await, "{}", server.log());
+    assert!(
+        common::motor_moving(&observer, "left").await,
+        "{}",
+        server.log()
+    );
     // The browser crashes.
     assert!(kill(pid));
     let killed = Instant::now();
-    let took = stopped_after(&observer, killed, Duration::from_secs(5))
+    let took = common::motor_stopped_after(&observer, "left", killed, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| {
             panic!(

@@ -536,38 +536,10 @@ async fn a_vanished_webrtc_client_has_its_motor_stopped() {
     assert!(server.log().contains("session expired"), "{}", server.log());
 }
 
-/// Polls `left` through `m` until it stops moving or `limit` passes; how long it took.
-async fn stops_within(
-    m: &mut tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient<
-        GrpcChannel,
-    >,
-    limit: Duration,
-) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        let moving = m
-            .is_moving(motor::IsMovingRequest {
-                name: "left".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .is_moving;
-        if !moving {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_commanded_without_a_session_has_its_motor_stopped_when_it_ends() {
     let server = Server::start(&["--no-tls"]);
-    let mut observer =
-        tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient::new(
-            server.channel().await,
-        );
+    let observer = server.channel().await;
     let set = motor::SetPowerRequest {
         name: "left".into(),
         power_pct: 0.4,
@@ -581,9 +553,10 @@ async fn a_peer_that_commanded_without_a_session_has_its_motor_stopped_when_it_e
     );
     assert!(is_moving(&mut p).await);
     p.close().await;
-    let took = stops_within(&mut observer, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("still running after the peer closed: {}", server.log()));
+    let took =
+        common::motor_stopped_after(&observer, "left", Instant::now(), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("still running after the peer closed: {}", server.log()));
     println!("stopped {took:?} after the peer closed");
     // Gone without a word (the process was killed): the peer runs on a runtime of its own,
     // dropped with every task of the peer (nothing answers ICE any more); stopped once the
@@ -606,9 +579,10 @@ async fn a_peer_that_commanded_without_a_session_has_its_motor_stopped_when_it_e
     assert_eq!(commanded.1.recv().unwrap(), 0);
     vanish.0.send(()).unwrap();
     peer_thread.join().unwrap();
-    let took = stops_within(&mut observer, Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|| panic!("still running after the peer vanished: {}", server.log()));
+    let took =
+        common::motor_stopped_after(&observer, "left", Instant::now(), Duration::from_secs(40))
+            .await
+            .unwrap_or_else(|| panic!("still running after the peer vanished: {}", server.log()));
     println!("stopped {took:?} after the peer vanished");
     assert!(
         server

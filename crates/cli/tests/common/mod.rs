@@ -331,3 +331,31 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// Whether motor `name` is moving, asked over `ch` (a call that commands nothing).
+pub async fn motor_moving(ch: &Channel, name: &str) -> bool {
+    use tether_proto::viam::component::motor::v1::IsMovingRequest;
+    use tether_proto::viam::component::motor::v1::motor_service_client::MotorServiceClient;
+    MotorServiceClient::new(ch.clone())
+        .is_moving(IsMovingRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .is_moving
+}
+
+/// How long after `since` motor `name` stopped, polling over `ch` for up to `limit`.
+pub async fn motor_stopped_after(
+    ch: &Channel,
+    name: &str,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    while since.elapsed() < limit {
+        if !motor_moving(ch, name).await {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
