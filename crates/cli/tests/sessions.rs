@@ -138,6 +138,19 @@ async fn stops(ch: &Channel, motor: &str) -> usize {
         .count()
 }
 
+/// The switch's position.
+async fn switch_position(ch: &Channel) -> u32 {
+    SwitchServiceClient::new(ch.clone())
+        .get_position(GetSwitchPosition {
+            name: "switch".into(),
+            extra: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .position
+}
+
 /// Polls until the motor has `n` stops or `limit` passes; returns the time it took.
 async fn wait_for_stops(ch: &Channel, motor: &str, n: usize, limit: Duration) -> Option<Duration> {
     let t0 = Instant::now();
@@ -381,15 +394,7 @@ async fn switch_and_button_are_not_stopped_and_operations_of_the_session_are_can
         expiry.contains(r#"stopping=["rdk:component:motor/left"]"#),
         "{expiry}"
     );
-    let position = SwitchServiceClient::new(ch.clone())
-        .get_position(GetSwitchPosition {
-            name: "switch".into(),
-            extra: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .position;
+    let position = switch_position(&ch).await;
     assert_eq!(position, 2);
 }
 
@@ -462,15 +467,7 @@ async fn a_connection_that_commanded_without_a_session_stops_what_it_drove_when_
         .unwrap();
     drop(c);
     tokio::time::sleep(W).await;
-    let position = SwitchServiceClient::new(observer.clone())
-        .get_position(GetSwitchPosition {
-            name: "switch".into(),
-            extra: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .position;
+    let position = switch_position(&observer).await;
     assert_eq!(position, 1);
 }
 
