@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -142,40 +141,16 @@ impl Commanders {
 pub fn watch(machine: Arc<Machine>, link: ConnectionLink) {
     tokio::spawn(async move {
         link.ended.cancelled().await;
-        let ended = Instant::now();
         let resources = machine.commanders().ended(link.id);
-        if resources.is_empty() {
-            return;
-        }
-        let stopping: Vec<String> = resources.iter().map(ToString::to_string).collect();
-        tracing::info!(
-            connection = link.id,
-            transport = link.transport,
-            ?stopping,
-            "a connection that commanded without a session ended: stopping what it last commanded"
-        );
-        let stop_timeout = machine.stop_timeout();
-        for name in resources {
-            let Some(actuator) = machine
-                .resources()
-                .get(&name.api, &name.name)
-                .and_then(|r| r.actuator())
-            else {
-                continue;
-            };
-            tokio::spawn(async move {
-                match tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await {
-                    Ok(Ok(())) => {
-                        tracing::debug!(resource = %name, after = ?ended.elapsed(), "stopped");
-                    }
-                    Ok(Err(err)) => {
-                        tracing::error!(resource = %name, error = %err, "stop after its connection ended failed");
-                    }
-                    Err(_) => {
-                        tracing::error!(resource = %name, timeout = ?stop_timeout, "stop after its connection ended did not finish within its deadline");
-                    }
-                }
-            });
+        // Stops first, then the line: as an expiry does.
+        let stopping = machine.spawn_stops(&resources, "its connection ended");
+        if !stopping.is_empty() {
+            tracing::info!(
+                connection = link.id,
+                transport = link.transport,
+                ?stopping,
+                "a connection that commanded without a session ended: stopping what it last commanded"
+            );
         }
     });
 }

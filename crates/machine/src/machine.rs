@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::commanders::Commanders;
 use crate::config::Config;
 use crate::operations::Operations;
-use crate::resource::{ApiName, Component, Resource, ResourceName, Resources};
+use crate::resource::{Actuator, ApiName, Component, Resource, ResourceName, Resources};
 use crate::sessions::Sessions;
 
 /// Why a machine could not be built from a validated config.
@@ -35,6 +35,24 @@ pub struct Machine {
     stop_timeout: Duration,
     started: SystemTime,
     revision: String,
+}
+
+/// Why one actuator's Stop under the stop timeout did not succeed.
+#[derive(Debug)]
+pub enum StopFailure {
+    /// The actuator answered with an error.
+    Failed(crate::resource::ResourceError),
+    /// It did not answer within the timeout.
+    NoAnswer(Duration),
+}
+
+/// Stops `actuator` within `timeout`.
+async fn stop_within(actuator: &dyn Actuator, timeout: Duration) -> Result<(), StopFailure> {
+    match tokio::time::timeout(timeout, actuator.stop(&Default::default())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StopFailure::Failed(e)),
+        Err(_) => Err(StopFailure::NoAnswer(timeout)),
+    }
 }
 
 /// Builds every configured resource, each after the resources it depends on (config
@@ -165,6 +183,44 @@ impl Machine {
             .ok_or_else(|| Status::internal(format!("{api}/{name} does not serve its API's trait")))
     }
 
+    /// Starts a Stop of every actuator among `names`, each on a task of its own in the current
+    /// span and under the stop timeout, so a hung one delays no other; its log lines say it
+    /// followed `cause` ("session expiry"). The names of those it stops.
+    pub fn spawn_stops<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a ResourceName>,
+        cause: &'static str,
+    ) -> Vec<String> {
+        let stop_timeout = self.stop_timeout;
+        let mut stopping = Vec::new();
+        for name in names {
+            let Some(actuator) = self
+                .resources
+                .get(&name.api, &name.name)
+                .and_then(Resource::actuator)
+            else {
+                continue;
+            };
+            let name = name.clone();
+            stopping.push(name.to_string());
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
+                let started = std::time::Instant::now();
+                match stop_within(actuator.as_ref(), stop_timeout).await {
+                    Ok(()) => {
+                        tracing::debug!(resource = %name, took = ?started.elapsed(), "stopped");
+                    }
+                    Err(StopFailure::Failed(err)) => {
+                        tracing::error!(resource = %name, error = %err, "stop after {cause} failed");
+                    }
+                    Err(StopFailure::NoAnswer(timeout)) => {
+                        tracing::error!(resource = %name, ?timeout, "stop after {cause} did not finish within its deadline");
+                    }
+                }
+            }));
+        }
+        stopping
+    }
+
     /// Cancels every operation but `keep`, then stops every actuator in parallel, each under
     /// the stop timeout. Returns one message per actuator that failed to stop.
     pub async fn stop_all(&self, keep: Option<Uuid>) -> Vec<String> {
@@ -174,15 +230,13 @@ impl Machine {
             let actuator = r.actuator()?;
             let name = name.clone();
             Some(async move {
-                let outcome =
-                    tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await;
-                match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!(
+                match stop_within(actuator.as_ref(), stop_timeout).await {
+                    Ok(()) => None,
+                    Err(StopFailure::Failed(e)) => Some(format!(
                         "failed to stop component named {name} with error {e}"
                     )),
-                    Err(_) => Some(format!(
-                        "failed to stop component named {name}: no answer within {stop_timeout:?}"
+                    Err(StopFailure::NoAnswer(t)) => Some(format!(
+                        "failed to stop component named {name}: no answer within {t:?}"
                     )),
                 }
             })

@@ -332,40 +332,11 @@ fn stop_expired(
     machine: &Arc<Machine>,
     e: Expired<ResourceName, Option<PeerInfo>>,
 ) -> ExpiryReport {
-    let stop_timeout = machine.stop_timeout();
     let late = Instant::now().saturating_duration_since(e.deadline);
     let cancelled = machine.operations().cancel_session(&e.id.to_string());
-    let actuators: Vec<_> = e
-        .resources
-        .iter()
-        .filter_map(|name| {
-            let a = machine.resources().get(&name.api, &name.name)?.actuator()?;
-            Some((name.clone(), a))
-        })
-        .collect();
-    let stopping: Vec<String> = actuators.iter().map(|(n, _)| n.to_string()).collect();
     // Every log line of the expiry and of its stops says which session it concerns.
     let span = session_span(&e.id, &e.owner);
-    for (name, actuator) in actuators {
-        let session = e.id;
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let started = Instant::now();
-                match tokio::time::timeout(stop_timeout, actuator.stop(&Default::default())).await {
-                    Ok(Ok(())) => {
-                        tracing::debug!(%session, resource = %name, took = ?started.elapsed(), "stopped");
-                    }
-                    Ok(Err(err)) => {
-                        tracing::error!(%session, resource = %name, error = %err, "stop after session expiry failed");
-                    }
-                    Err(_) => {
-                        tracing::error!(%session, resource = %name, timeout = ?stop_timeout, "stop after session expiry did not finish within its deadline");
-                    }
-                }
-            },
-            span.clone(),
-        ));
-    }
+    let stopping = span.in_scope(|| machine.spawn_stops(&e.resources, "session expiry"));
     ExpiryReport {
         span,
         session: e.id,
