@@ -12,10 +12,11 @@
 //! heartbeats behind it.
 //!
 //! Every heartbeat Tether's client sends says when it was sent, on the client's steady clock
-//! ([`steady_micros`]): a datagram in field [`SENT_FIELD`] of its request, a call in header
-//! [`SENT_HEADER`], a UDP datagram in its sequence number. The machine counts the session's
-//! window from then rather than from the arrival (the session manager's `heartbeat_sent`), so
-//! heartbeats that sat in a backlog and arrive after their client died keep nothing alive.
+//! ([`steady_micros`]): a datagram in field 15 of its request ([`encode_datagram`]), a call
+//! in header [`SENT_HEADER`], a UDP datagram in its sequence number. The machine counts the
+//! session's window from then rather than from the arrival (the session manager's
+//! `heartbeat_sent`), so heartbeats that sat in a backlog and arrive after their client died
+//! keep nothing alive.
 //! Viam's SDKs send neither; their heartbeats count from their arrival, as on viam-server.
 //!
 //! On direct gRPC the same role is played by [`udp`]: authenticated heartbeat datagrams to the
@@ -26,11 +27,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The header of a heartbeat call that says when it was sent: [`steady_micros`] in decimal.
 pub const SENT_HEADER: &str = "tether-sent-us";
 
-/// The field of a heartbeat datagram's `SendSessionHeartbeatRequest` that says when it was
-/// sent (fixed64, [`steady_micros`]). Viam's message has field 1 only; its decoders skip this.
-pub const SENT_FIELD: u32 = 15;
-
-/// A heartbeat datagram's message as Tether reads and writes it.
+/// A heartbeat datagram's message as Tether reads and writes it: a
+/// `SendSessionHeartbeatRequest` (field 1, the id) with, in field 15, when it was sent
+/// (fixed64, [`steady_micros`]). Viam's message has field 1 only; its decoders skip 15.
 #[derive(Clone, PartialEq, prost::Message)]
 struct TimedHeartbeat {
     #[prost(string, tag = "1")]
@@ -125,11 +124,12 @@ pub mod udp {
     //! process and the session id ([`derive_key`]), so the machine stores no keys.
     //!
     //! A request is `"THB1"`, the session id (16 bytes), a sequence number (8 bytes, big
-    //! endian: the sender's [`super::steady_micros`] when it sent it) and HMAC-SHA256 with the session's key over those (32 bytes): 60 bytes. The
-    //! machine answers only a request whose tag verifies and whose sequence number is above
-    //! every one it accepted for the session (a replayed datagram keeps nothing alive), with
-    //! `"THA1"`, the id, the sequence number, an [`Ack`] byte and HMAC-SHA256 over those: 61
-    //! bytes. Anything else gets no answer, so the port reflects nothing to a forger.
+    //! endian: the sender's [`super::steady_micros`] when it sent it) and HMAC-SHA256 with
+    //! the session's key over those (32 bytes): 60 bytes. The machine answers only a request
+    //! whose tag verifies and whose sequence number is above every one it accepted for the
+    //! session (a replayed datagram keeps nothing alive), with `"THA1"`, the id, the sequence
+    //! number, an [`Ack`] byte and HMAC-SHA256 over those: 61 bytes. Anything else gets no
+    //! answer, so the port reflects nothing to a forger.
     //!
     //! Whoever holds the key can keep the session alive: it travels only inside the
     //! connection that started the session (TLS, when the machine serves TLS).
