@@ -16,7 +16,7 @@
 //! link of a connection from its first session-less command on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -50,7 +50,8 @@ impl ConnectionLink {
 /// Which connection commands which resource without a session.
 #[derive(Debug)]
 pub struct Commanders {
-    enabled: AtomicBool,
+    /// `network.sessions.stop_on_disconnect`.
+    enabled: bool,
     state: Mutex<State>,
 }
 
@@ -71,28 +72,22 @@ impl State {
     }
 }
 
-impl Default for Commanders {
-    fn default() -> Self {
-        Self {
-            enabled: AtomicBool::new(true),
-            state: Mutex::default(),
-        }
-    }
-}
-
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Commanders {
-    /// Turns the net on or off (`network.sessions.stop_on_disconnect`).
-    pub fn set_enabled(&self, on: bool) {
-        self.enabled.store(on, Ordering::Relaxed);
+    /// The net, on or off (`network.sessions.stop_on_disconnect`).
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            state: Mutex::default(),
+        }
     }
 
     /// Whether the net is on.
     pub fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.enabled
     }
 
     /// A session-less command on `resource` came on `link`: it is the commander now. True if
@@ -127,13 +122,9 @@ impl Commanders {
     }
 
     /// Resources with a connection as commander now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         lock(&self.state).by_resource.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -166,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_last_commander_of_a_resource_is_the_one_whose_end_stops_it() {
-        let c = Commanders::default();
+        let c = Commanders::new(true);
         let (a, _ga) = ConnectionLink::new("h2");
         let (b, _gb) = ConnectionLink::new("webrtc");
         assert!(c.command(&a, motor("left")));
@@ -178,7 +169,7 @@ mod tests {
         // a's end stops nothing (it commands nothing now); b's stops "right".
         assert!(c.ended(a.id).is_empty());
         assert_eq!(c.ended(b.id), vec![motor("right")]);
-        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
         // A connection that commands again after its end was handled is watched again.
         assert!(c.command(&a, motor("left")));
     }

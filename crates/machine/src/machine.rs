@@ -113,11 +113,7 @@ impl Machine {
                 config.network.heartbeat_window,
                 config.network.max_sessions,
             )),
-            commanders: {
-                let c = Commanders::default();
-                c.set_enabled(config.network.stop_on_disconnect);
-                c
-            },
+            commanders: Commanders::new(config.network.stop_on_disconnect),
             stop_timeout: config.network.stop_timeout,
             started: SystemTime::now(),
             revision: config.revision.clone(),
