@@ -265,6 +265,16 @@ impl HeartbeatPolicy {
         (self.window * 4).max(Duration::from_secs(2))
     }
 
+    /// How long after the machine last acked a WebRTC heartbeat datagram the heartbeat calls
+    /// stay off: two periods (2 W/5). While datagrams are acked they are the heartbeats; a
+    /// call as well would double the machine's work per heartbeat (each message on a data
+    /// channel costs it an SCTP chunk and a DTLS record), and on a busy machine that work is
+    /// what delays heartbeats. A machine without the channel (Viam's) never acks one, so it
+    /// still gets a call every period.
+    pub fn datagram_acks_replace_calls_for(&self) -> Duration {
+        2 * self.period()
+    }
+
     /// How long one heartbeat is waited for: W. By then the machine has either had a later
     /// one or expired the session, so its answer no longer matters.
     pub fn heartbeat_timeout(&self) -> Duration {
@@ -698,12 +708,10 @@ async fn heartbeats(
         if let Transport::WebRtc(_) = &transport {
             udp = None;
             connection = None;
-            // While the machine acks datagrams they are the heartbeats: a call as well would
-            // double its work per heartbeat (each message on a data channel costs it an SCTP
-            // chunk and a DTLS record), and on a busy machine that work is what delays
-            // heartbeats. A call goes whenever no datagram was acked for two periods, so a
-            // machine without the channel (Viam's) still gets one every period.
-            if datagram_acked.is_some_and(|at| at.elapsed() < 2 * policy.period()) {
+            // While the machine acks datagrams they are the heartbeats.
+            if datagram_acked
+                .is_some_and(|at| at.elapsed() < policy.datagram_acks_replace_calls_for())
+            {
                 continue;
             }
         }
