@@ -9,21 +9,17 @@
 //
 // Scenarios as node_client.mjs: list, session (start a session and command motor "left",
 // then wait), nosession.
-import http from 'node:http';
-import fs from 'node:fs';
-import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, directHost, servePage } from './shared.mjs';
 
 const [scenario, address] = process.argv.slice(2);
 // TETHER_TS_WEBRTC=<machine name>: dial over WebRTC, the machine its own signaling server.
 const webrtcHost = process.env.TETHER_TS_WEBRTC;
-const direct = `http://${address.replace('127.0.0.1', 'localhost')}`;
+const direct = directHost(address);
 const dialConf = webrtcHost
   ? { host: webrtcHost, signalingAddress: direct, iceServers: [], noReconnect: true }
   : { host: direct, noReconnect: true };
 const say = (what) => console.log(JSON.stringify(what));
-const here = path.dirname(new URL(import.meta.url).pathname);
-const sdk = fs.readFileSync(path.join(here, 'node_modules/@viamrobotics/sdk/dist/main.umd.js'));
 
 const page = `<!doctype html><html><head><meta charset="utf-8"><title>Tether page</title>
 <script src="/sdk.js"></script></head><body><pre id="out"></pre><script>
@@ -56,27 +52,8 @@ const say = (what) => console.log(JSON.stringify(what));
 </script></body></html>`;
 
 // The page's own origin: another port than the machine's.
-const server = http.createServer((req, res) => {
-  if (req.url === '/sdk.js') {
-    res.writeHead(200, { 'content-type': 'text/javascript' });
-    res.end(sdk);
-  } else {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(page);
-  }
-});
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-const origin = `http://127.0.0.1:${server.address().port}`;
-
-const launched = await chromium.launchServer({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  // As root, in a closed network: no sandbox, nothing fetched in the background.
-  // WebRTC on loopback: host candidates on loopback, and not hidden behind mDNS names.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
-});
+const { origin } = await servePage(page);
+const launched = await chromium.launchServer(CHROMIUM);
 say({ browser_pid: launched.process().pid });
 const browser = await chromium.connect(launched.wsEndpoint());
 const tab = await browser.newPage();

@@ -6,34 +6,18 @@
 //   node browser_bench.mjs <host:port> <machine name> [DIALS] [CALLS]
 //
 // Prints one line per figure. Run by scripts/bench-browser.
-import http from 'node:http';
-import fs from 'node:fs';
-import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, directHost, servePage } from './shared.mjs';
 
 const [address, name, dials = '20', calls = '200'] = process.argv.slice(2);
-const here = path.dirname(new URL(import.meta.url).pathname);
-const sdk = fs.readFileSync(path.join(here, 'node_modules/@viamrobotics/sdk/dist/main.umd.js'));
-const direct = `http://${address.replace('127.0.0.1', 'localhost')}`;
+const direct = directHost(address);
 const page = `<!doctype html><html><head><meta charset="utf-8"><script src="/sdk.js"></script></head><body></body></html>`;
 
-const server = http.createServer((req, res) => {
-  const js = req.url === '/sdk.js';
-  res.writeHead(200, { 'content-type': js ? 'text/javascript' : 'text/html' });
-  res.end(js ? sdk : page);
-});
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
-});
+const { server, origin } = await servePage(page);
+const browser = await chromium.launch(CHROMIUM);
 try {
   const tab = await browser.newPage();
-  await tab.goto(`http://127.0.0.1:${server.address().port}/`);
+  await tab.goto(`${origin}/`);
   const confs = {
     'gRPC-web': { host: direct, noReconnect: true, disableSessions: true },
     WebRTC: { host: name, signalingAddress: direct, iceServers: [], noReconnect: true, disableSessions: true },

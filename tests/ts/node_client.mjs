@@ -11,6 +11,7 @@
 // reconnection on: print its connection events and the outcome of a call every 200 ms).
 import dns from 'node:dns';
 import { createGrpcTransport } from '@connectrpc/connect-node';
+import { directHost } from './shared.mjs';
 
 // The machine listens on 127.0.0.1; Node 20 may resolve localhost to ::1 first.
 dns.setDefaultResultOrder('ipv4first');
@@ -32,8 +33,7 @@ if (webrtcHost) {
 }
 
 const conf = {
-  // The SDK dials directly only hosts whose name contains "local".
-  host: webrtcHost ?? `http://${address.replace('127.0.0.1', 'localhost')}`,
+  host: webrtcHost ?? directHost(address),
   ...(webrtcHost ? { signalingAddress: `http://${address}`, iceServers: [] } : {}),
   noReconnect: scenario !== 'reconnect',
   reconnectMaxAttempts: 20,
