@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::{Server, raw_unary, raw_unary_with, refused, temp_file};
+use common::{Server, raw_unary, raw_unary_with, refused, unique_temp_file};
 use prost_types::value::Kind;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
@@ -37,11 +37,7 @@ fn auth_config(network: &str) -> std::path::PathBuf {
         "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}", "{OTHER_ID}": "{OTHER_KEY}"}}}}]}},
         "network": {{"sessions": {{"heartbeat_window": "500ms"}}{network}}}}}"#
     );
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    temp_file(&format!("auth-{stamp}.json"), &text)
+    unique_temp_file("auth", &text)
 }
 
 async fn authenticate(ch: &Channel, id: &str, key: &str) -> Result<String, tonic::Status> {

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, temp_file};
+use common::{Server, unique_temp_file};
 use prost_types::value::Kind;
 use tether_proto::viam::common::v1::DoCommandRequest;
 use tether_proto::viam::component::button::v1::PushRequest;
@@ -42,14 +42,7 @@ fn config(extra_components: &str, sessions: &str) -> std::path::PathBuf {
         ],
         "network": {{"sessions": {{"heartbeat_window": "500ms"{sessions}}}}}}}"#
     );
-    temp_file(&format!("sessions-{}.json", rand_suffix()), &text)
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    unique_temp_file("sessions", &text)
 }
 
 async fn start(ch: &Channel, resume: &str) -> (String, Duration) {

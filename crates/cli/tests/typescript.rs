@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{Server, lines_of, temp_file};
+use common::{Server, lines_of, unique_temp_file};
 
 /// The machine's name (`network.fqdn`): the host the SDK asks its signaling for.
 const MACHINE_NAME: &str = "tether-ts";
@@ -45,11 +45,7 @@ fn machine_config(auth: bool, network: &str) -> std::path::PathBuf {
         r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
             "network": {{"fqdn": "{MACHINE_NAME}", "sessions": {{"heartbeat_window": "500ms"}}{network}}}{auth}}}"#
     );
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    temp_file(&format!("ts-{stamp}.json"), &text)
+    unique_temp_file("ts", &text)
 }
 
 /// The SDK in Node running `scenario` against `server`; its JSON lines.

@@ -151,6 +151,14 @@ pub fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Re
     rx
 }
 
+/// Writes `text` to a temporary file named `prefix` and a suffix no other call in this run
+/// gets (tests run in parallel), and returns its path.
+pub fn unique_temp_file(prefix: &str, text: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    temp_file(&format!("{prefix}-{n}.json"), text)
+}
+
 /// Writes `text` to a fresh temporary file and returns its path.
 pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tether-test-{}", std::process::id()));
