@@ -58,14 +58,15 @@ pub struct Commanders {
 #[derive(Debug, Default)]
 struct State {
     by_resource: HashMap<ResourceName, u64>,
-    by_connection: HashMap<u64, HashSet<ResourceName>>,
+    /// Each commanding connection's transport and resources.
+    by_connection: HashMap<u64, (&'static str, HashSet<ResourceName>)>,
 }
 
 impl State {
     /// Forgets `resource`'s commander, if it has one.
     fn release(&mut self, resource: &ResourceName) {
         if let Some(previous) = self.by_resource.remove(resource)
-            && let Some(held) = self.by_connection.get_mut(&previous)
+            && let Some((_, held)) = self.by_connection.get_mut(&previous)
         {
             held.remove(resource);
         }
@@ -97,7 +98,11 @@ impl Commanders {
         s.release(&resource);
         s.by_resource.insert(resource.clone(), link.id);
         let first = !s.by_connection.contains_key(&link.id);
-        s.by_connection.entry(link.id).or_default().insert(resource);
+        s.by_connection
+            .entry(link.id)
+            .or_insert_with(|| (link.transport, HashSet::new()))
+            .1
+            .insert(resource);
         first
     }
 
@@ -109,7 +114,7 @@ impl Commanders {
     /// Connection `id` ended: the resources it still commands, no longer anyone's.
     fn ended(&self, id: u64) -> Vec<ResourceName> {
         let mut s = lock(&self.state);
-        let held = s.by_connection.remove(&id).unwrap_or_default();
+        let (_, held) = s.by_connection.remove(&id).unwrap_or_default();
         held.into_iter()
             .filter(|r| {
                 let mine = s.by_resource.get(r) == Some(&id);
@@ -119,6 +124,20 @@ impl Commanders {
                 mine
             })
             .collect()
+    }
+
+    /// Every connection that commands a resource without a session now: its id, transport
+    /// and those resources.
+    pub fn snapshot(&self) -> Vec<(u64, &'static str, Vec<ResourceName>)> {
+        let s = lock(&self.state);
+        let mut out: Vec<_> = s
+            .by_connection
+            .iter()
+            .filter(|(_, (_, held))| !held.is_empty())
+            .map(|(id, (transport, held))| (*id, *transport, held.iter().cloned().collect()))
+            .collect();
+        out.sort_by_key(|(id, _, _)| *id);
+        out
     }
 
     /// Resources with a connection as commander now.
@@ -134,12 +153,16 @@ pub fn watch(machine: Arc<Machine>, link: ConnectionLink) {
         link.ended.cancelled().await;
         let resources = machine.commanders().ended(link.id);
         // Stops first, then the line: as an expiry does.
-        let stopping = machine.spawn_stops(&resources, "its connection ended");
-        if !stopping.is_empty() {
+        let stopping = machine.spawn_stops(
+            &resources,
+            crate::telemetry::StopCause::connection_end,
+            std::time::Instant::now(),
+        );
+        if !stopping.names.is_empty() {
             tracing::info!(
                 connection = link.id,
                 transport = link.transport,
-                ?stopping,
+                stopping = ?stopping.names,
                 "a connection that commanded without a session ended: stopping what it last commanded"
             );
         }
@@ -166,6 +189,8 @@ mod tests {
         assert!(c.command(&b, motor("right")));
         c.release(&motor("left"));
         assert_eq!(c.len(), 1);
+        // What the machine's page lists: only b, with what it commands.
+        assert_eq!(c.snapshot(), vec![(b.id, "webrtc", vec![motor("right")])]);
         // a's end stops nothing (it commands nothing now); b's stops "right".
         assert!(c.ended(a.id).is_empty());
         assert_eq!(c.ended(b.id), vec![motor("right")]);

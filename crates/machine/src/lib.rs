@@ -17,6 +17,7 @@ pub mod limits;
 pub mod machine;
 pub mod operations;
 pub mod origin;
+pub mod page;
 pub mod resource;
 pub mod robot;
 pub mod server;
@@ -24,6 +25,7 @@ pub mod sessions;
 pub mod sim;
 /// The poison-tolerant lock helpers (tether-rpc's).
 pub use tether_rpc::sync;
+pub mod telemetry;
 pub mod tls;
 pub mod web;
 pub mod webrtc;

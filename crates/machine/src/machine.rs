@@ -2,7 +2,7 @@
 //! Services look resources up here; `StopAll` and shutdown bring every actuator to rest here.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Status;
 use uuid::Uuid;
@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::operations::Operations;
 use crate::resource::{Actuator, ApiName, Component, Resource, ResourceName, Resources};
 use crate::sessions::Sessions;
+use crate::telemetry::{StopCause, Telemetry};
 
 /// Why a machine could not be built from a validated config.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,29 @@ pub struct Machine {
     /// How long one actuator's Stop may take before it is reported as failed (StopAll,
     /// shutdown, session expiry): `network.sessions.stop_timeout`.
     stop_timeout: Duration,
+    /// What the machine counts (`/metrics`, the page).
+    telemetry: Arc<Telemetry>,
     started: SystemTime,
     revision: String,
+}
+
+/// Stops the machine started on its own ([`Machine::spawn_stops`]).
+#[derive(Debug, Default)]
+pub struct Stopping {
+    /// The actuators being stopped.
+    pub names: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<bool>>,
+}
+
+impl Stopping {
+    /// Waits for every stop to return; whether all succeeded.
+    pub async fn finished(self) -> bool {
+        let mut ok = true;
+        for task in self.tasks {
+            ok &= task.await.unwrap_or(false);
+        }
+        ok
+    }
 }
 
 /// Why one actuator's Stop under the stop timeout did not succeed.
@@ -106,15 +128,18 @@ fn build_resources(config: &Config) -> Result<Resources, BuildError> {
 impl Machine {
     /// Builds every configured resource.
     pub fn new(config: &Config) -> Result<Self, BuildError> {
+        let telemetry = Arc::new(Telemetry::default());
         Ok(Self {
             resources: build_resources(config)?,
             operations: Arc::new(Operations::default()),
             sessions: Arc::new(Sessions::new(
                 config.network.heartbeat_window,
                 config.network.max_sessions,
+                telemetry.clone(),
             )),
             commanders: Commanders::new(config.network.stop_on_disconnect),
             stop_timeout: config.network.stop_timeout,
+            telemetry,
             started: SystemTime::now(),
             revision: config.revision.clone(),
         })
@@ -138,6 +163,11 @@ impl Machine {
     /// The connections that command resources without a session.
     pub fn commanders(&self) -> &Commanders {
         &self.commanders
+    }
+
+    /// What the machine counts.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// The deadline of each actuator's Stop.
@@ -181,14 +211,16 @@ impl Machine {
 
     /// Starts a Stop of every actuator among `names`, each on a task of its own in the current
     /// span and under the stop timeout, so a hung one delays no other; its log lines say it
-    /// followed `cause` ("session expiry"). The names of those it stops.
+    /// followed `cause`, and its lateness (from `since`, the deadline or the connection's end)
+    /// is counted.
     pub fn spawn_stops<'a>(
         &self,
         names: impl IntoIterator<Item = &'a ResourceName>,
-        cause: &'static str,
-    ) -> Vec<String> {
+        cause: StopCause,
+        since: Instant,
+    ) -> Stopping {
         let stop_timeout = self.stop_timeout;
-        let mut stopping = Vec::new();
+        let mut stopping = Stopping::default();
         for name in names {
             let Some(actuator) = self
                 .resources
@@ -198,21 +230,30 @@ impl Machine {
                 continue;
             };
             let name = name.clone();
-            stopping.push(name.to_string());
-            tokio::spawn(tracing::Instrument::in_current_span(async move {
-                let started = std::time::Instant::now();
-                match stop_within(actuator.as_ref(), stop_timeout).await {
-                    Ok(()) => {
-                        tracing::debug!(resource = %name, took = ?started.elapsed(), "stopped");
+            stopping.names.push(name.to_string());
+            let telemetry = self.telemetry.clone();
+            stopping
+                .tasks
+                .push(tokio::spawn(tracing::Instrument::in_current_span(async move {
+                    let started = Instant::now();
+                    let what = cause.describe();
+                    let result = stop_within(actuator.as_ref(), stop_timeout).await;
+                    telemetry.stopped(cause, since.elapsed(), result.is_ok());
+                    match result {
+                        Ok(()) => {
+                            tracing::debug!(resource = %name, took = ?started.elapsed(), "stopped");
+                            true
+                        }
+                        Err(StopFailure::Failed(err)) => {
+                            tracing::error!(resource = %name, error = %err, "stop after {what} failed");
+                            false
+                        }
+                        Err(StopFailure::NoAnswer(timeout)) => {
+                            tracing::error!(resource = %name, ?timeout, "stop after {what} did not finish within its deadline");
+                            false
+                        }
                     }
-                    Err(StopFailure::Failed(err)) => {
-                        tracing::error!(resource = %name, error = %err, "stop after {cause} failed");
-                    }
-                    Err(StopFailure::NoAnswer(timeout)) => {
-                        tracing::error!(resource = %name, ?timeout, "stop after {cause} did not finish within its deadline");
-                    }
-                }
-            }));
+                })));
         }
         stopping
     }

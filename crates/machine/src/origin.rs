@@ -48,7 +48,7 @@ pub fn is_grpc_content_type(value: &[u8]) -> bool {
 
 /// Paths that are not gRPC: the readiness probe (and, later, the machine's page).
 fn is_plain_http(path: &str) -> bool {
-    path == "/"
+    crate::page::PATHS.contains(&path)
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
@@ -110,8 +110,9 @@ where
         let mut inner = self.inner.clone();
         std::mem::swap(&mut self.inner, &mut inner);
         // The readiness probe answers any Host (probes send an address or nothing useful);
-        // it reveals nothing.
-        let probe = req.method() == http::Method::GET && is_plain_http(req.uri().path());
+        // it reveals nothing, nor does the page's static HTML. What the page then fetches
+        // (its status, the metrics) must be asked of this machine by one of its names.
+        let probe = req.method() == http::Method::GET && req.uri().path() == "/";
         if !probe
             && req.version() == Version::HTTP_11
             && req.extensions().get::<Plaintext>().is_some()

@@ -318,6 +318,15 @@ impl robot::robot_service_server::RobotService for RobotApi {
         // A malformed id cannot name a live session: the client should start a new one.
         let id = Uuid::parse_str(&r.get_ref().id).map_err(|_| session_expired())?;
         let peer = r.extensions().get::<PeerInfo>().cloned();
+        let via = if r
+            .extensions()
+            .get::<crate::telemetry::FromDatagram>()
+            .is_some()
+        {
+            crate::telemetry::HeartbeatVia::webrtc_datagram
+        } else {
+            crate::telemetry::HeartbeatVia::call
+        };
         // Tether's client says when it sent the heartbeat: the window counts from then.
         let sent_us = r
             .metadata()
@@ -326,7 +335,7 @@ impl robot::robot_service_server::RobotService for RobotApi {
             .and_then(|v| v.parse::<u64>().ok());
         self.machine
             .sessions()
-            .heartbeat(id, &owner_of(r.extensions()), peer, sent_us)
+            .heartbeat(id, &owner_of(r.extensions()), peer, sent_us, via)
             .map_err(|_| session_expired())?;
         Ok(Response::new(robot::SendSessionHeartbeatResponse {}))
     }

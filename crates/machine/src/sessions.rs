@@ -37,6 +37,7 @@ use crate::machine::Machine;
 use crate::operations::CurrentOperation;
 use crate::resource::ResourceName;
 use crate::sync::lock;
+use crate::telemetry::{HeartbeatVia, StopCause, Telemetry};
 
 pub use tether_rpc::vocabulary::SESSION_ID_HEADER;
 
@@ -58,6 +59,7 @@ pub struct Sessions {
     manager: Mutex<SessionManager<ResourceName, Option<PeerInfo>>>,
     wake: Notify,
     datagrams: Datagrams,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Heartbeat datagrams over UDP ([`tether_rpc::heartbeat::udp`]): the process's secret that
@@ -86,8 +88,8 @@ fn first_grace(window: Duration) -> Duration {
 const MIN_FIRST_GRACE: Duration = Duration::from_secs(8);
 
 impl Sessions {
-    /// Sessions with this window and limit.
-    pub fn new(window: Duration, max_sessions: usize) -> Self {
+    /// Sessions with this window and limit, counted in `telemetry`.
+    pub fn new(window: Duration, max_sessions: usize, telemetry: Arc<Telemetry>) -> Self {
         let rng = ring::rand::SystemRandom::new();
         let secret = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .unwrap_or_else(|_| panic!("the system's random source failed"));
@@ -102,6 +104,7 @@ impl Sessions {
                 listening: Default::default(),
                 accepted: Default::default(),
             },
+            telemetry,
         }
     }
 
@@ -144,7 +147,14 @@ impl Sessions {
                     }
                     accepted.insert(id, seq);
                     // The sequence number is the client's clock at sending.
-                    match self.beat(&mut manager, id, &owner, None, Some(seq)) {
+                    match self.beat(
+                        &mut manager,
+                        id,
+                        &owner,
+                        None,
+                        Some(seq),
+                        HeartbeatVia::udp_datagram,
+                    ) {
                         Ok(()) => Ack::Alive,
                         Err(SessionExpired) => Ack::Expired,
                     }
@@ -170,6 +180,9 @@ impl Sessions {
         let before = m.next_deadline();
         let started = m.start(Instant::now(), owner, resume, peer);
         self.wake_if_sooner(before, m.next_deadline());
+        if started.as_ref().is_ok_and(|s| !s.resumed) {
+            self.telemetry.session_started();
+        }
         started
     }
 
@@ -181,8 +194,16 @@ impl Sessions {
         owner: &str,
         peer: Option<PeerInfo>,
         sent_us: Option<u64>,
+        via: HeartbeatVia,
     ) -> Result<(), SessionExpired> {
-        self.beat(&mut lock(&self.manager), id, owner, peer.map(Some), sent_us)
+        self.beat(
+            &mut lock(&self.manager),
+            id,
+            owner,
+            peer.map(Some),
+            sent_us,
+            via,
+        )
     }
 
     /// Heartbeats `id` in the locked manager `m`, waking the expiry driver if that moved the
@@ -194,6 +215,7 @@ impl Sessions {
         owner: &str,
         peer: Option<Option<PeerInfo>>,
         sent_us: Option<u64>,
+        via: HeartbeatVia,
     ) -> Result<(), SessionExpired> {
         let before = m.next_deadline();
         let now = Instant::now();
@@ -202,6 +224,9 @@ impl Sessions {
             None => m.heartbeat(now, id, owner, peer),
         };
         self.wake_if_sooner(before, m.next_deadline());
+        if beat.is_ok() {
+            self.telemetry.heartbeat(via);
+        }
         beat
     }
 
@@ -227,6 +252,41 @@ impl Sessions {
             .collect()
     }
 
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        lock(&self.manager).len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live session as the machine's page shows it, oldest first.
+    pub fn snapshot(&self) -> Vec<SessionStatus> {
+        let now = Instant::now();
+        let m = lock(&self.manager);
+        let mut out: Vec<_> = m
+            .views()
+            .map(|v| {
+                let mut resources: Vec<String> =
+                    v.resources.iter().map(ToString::to_string).collect();
+                resources.sort();
+                SessionStatus {
+                    id: v.id.to_string(),
+                    owner: v.owner.to_string(),
+                    peer: describe_peer(v.peer.as_ref()),
+                    age: now.saturating_duration_since(v.started),
+                    heartbeat_age: v.last_alive.map(|t| now.saturating_duration_since(t)),
+                    expires_in: v.deadline.saturating_duration_since(now),
+                    resources,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.age.cmp(&a.age).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
     /// For a monitored call: validates and heartbeats `session` (if any), then records it as
     /// the last caller of `resource` (if the resource exists). One lock for both.
     fn admit(
@@ -237,7 +297,7 @@ impl Sessions {
     ) -> Result<(), SessionExpired> {
         let mut m = lock(&self.manager);
         if let Some(id) = session {
-            self.beat(&mut m, id, owner, None, None)?;
+            self.beat(&mut m, id, owner, None, None, HeartbeatVia::command)?;
         }
         if let Some(resource) = resource {
             m.record_caller(resource, session);
@@ -300,6 +360,36 @@ fn command_by_connection(
     }
 }
 
+/// One live session as the machine's page shows it.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    /// Its id.
+    pub id: String,
+    /// Its owner (an API key id, or the caller's address on an open machine).
+    pub owner: String,
+    /// Its transport and peer address, as last known.
+    pub peer: String,
+    /// How long it has lived.
+    pub age: Duration,
+    /// How long since its client was last known alive; `None` before its first heartbeat.
+    pub heartbeat_age: Option<Duration>,
+    /// Time left before it expires unless a heartbeat comes.
+    pub expires_in: Duration,
+    /// The resources whose last caller it is.
+    pub resources: Vec<String>,
+}
+
+/// A peer as the page says it: `grpc 127.0.0.1:50312`, `webrtc`.
+fn describe_peer(peer: Option<&PeerInfo>) -> String {
+    match peer {
+        None => "unknown".into(),
+        Some(p) => match p.remote {
+            Some(remote) => format!("{} {remote}", p.kind.as_str()),
+            None => p.kind.as_str().to_string(),
+        },
+    }
+}
+
 /// What one expiry did, for its log line.
 struct ExpiryReport {
     span: tracing::Span,
@@ -336,7 +426,27 @@ fn stop_expired(
     let cancelled = machine.operations().cancel_session(&e.id.to_string());
     // Every log line of the expiry and of its stops says which session it concerns.
     let span = session_span(&e.id, &e.owner);
-    let stopping = span.in_scope(|| machine.spawn_stops(&e.resources, "session expiry"));
+    let stopping =
+        span.in_scope(|| machine.spawn_stops(&e.resources, StopCause::session_expiry, e.deadline));
+    let record = machine.telemetry().expired(
+        e.id.to_string(),
+        e.owner.clone(),
+        describe_peer(e.peer.as_ref()),
+        e.deadline,
+        late,
+        stopping.names.clone(),
+    );
+    let stopping = if stopping.names.is_empty() {
+        Vec::new()
+    } else {
+        let names = stopping.names.clone();
+        let deadline = e.deadline;
+        tokio::spawn(async move {
+            let ok = stopping.finished().await;
+            Telemetry::expiry_stopped(&record, Some(deadline.elapsed()), !ok);
+        });
+        names
+    };
     ExpiryReport {
         span,
         session: e.id,

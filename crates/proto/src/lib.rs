@@ -96,6 +96,18 @@ pub fn takes_one_message(path: &str) -> bool {
     one_message_methods().contains(path)
 }
 
+/// The gRPC paths of every method in the descriptor set.
+pub fn method_paths_all() -> &'static BTreeSet<String> {
+    static SET: OnceLock<BTreeSet<String>> = OnceLock::new();
+    SET.get_or_init(|| method_paths(&descriptor_pool(), |_| true))
+}
+
+/// The path of a method in the descriptor set, as a string that lives for the program (for
+/// metric labels); `None` for any other path.
+pub fn known_method(path: &str) -> Option<&'static str> {
+    method_paths_all().get(path).map(String::as_str)
+}
+
 /// Service names (`package.Service`) of every service in the descriptor set.
 pub fn service_names() -> Vec<String> {
     descriptor_pool()

@@ -168,6 +168,15 @@ pub enum PeerEvent {
     Closed(&'static str),
 }
 
+/// The route of a connected peer ([`Peer::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The local candidate's type: `host`, `srflx`, `prflx` or `relay`.
+    pub local_type: &'static str,
+    /// The remote candidate's address.
+    pub remote: Option<std::net::SocketAddr>,
+}
+
 /// Encodes a session description the way Viam signaling carries it.
 fn encode_sdp(desc: &RTCSessionDescription) -> Result<String, RtcError> {
     let json = serde_json::to_vec(desc).map_err(|e| RtcError::Sdp(e.to_string()))?;
@@ -395,21 +404,44 @@ impl Peer {
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
     pub async fn relayed(&self) -> bool {
+        self.route().await.is_some_and(|r| r.local_type == "relay")
+    }
+
+    /// The route ICE chose: the nominated candidate pair's local candidate type and the
+    /// remote candidate's address. `None` before a pair is nominated.
+    pub async fn route(&self) -> Option<Route> {
+        use webrtc::ice::candidate::CandidateType;
         use webrtc::stats::StatsReportType;
         let stats = self.pc.get_stats().await;
-        let mut local_ids = Vec::new();
+        let pair = stats.reports.values().find_map(|s| match s {
+            StatsReportType::CandidatePair(p) if p.nominated => Some(p),
+            _ => None,
+        })?;
+        let mut route = Route {
+            local_type: "unknown",
+            remote: None,
+        };
         for s in stats.reports.values() {
-            if let StatsReportType::CandidatePair(p) = s
-                && p.nominated
-            {
-                local_ids.push(p.local_candidate_id.clone());
+            match s {
+                StatsReportType::LocalCandidate(c) if c.id == pair.local_candidate_id => {
+                    route.local_type = match c.candidate_type {
+                        CandidateType::Host => "host",
+                        CandidateType::ServerReflexive => "srflx",
+                        CandidateType::PeerReflexive => "prflx",
+                        CandidateType::Relay => "relay",
+                        CandidateType::Unspecified => "unknown",
+                    };
+                }
+                StatsReportType::RemoteCandidate(c) if c.id == pair.remote_candidate_id => {
+                    route.remote =
+                        c.ip.parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|ip| std::net::SocketAddr::new(ip, c.port));
+                }
+                _ => {}
             }
         }
-        stats.reports.values().any(|s| {
-            matches!(s, StatsReportType::LocalCandidate(c)
-                if local_ids.contains(&c.id)
-                    && c.candidate_type == webrtc::ice::candidate::CandidateType::Relay)
-        })
+        Some(route)
     }
 
     /// Closes the connection and drops its handlers. Errors from the engine while closing

@@ -89,6 +89,26 @@ pub struct Expired<R, P> {
     pub resources: Vec<R>,
 }
 
+/// What a status page shows of one live session ([`SessionManager::views`]).
+#[derive(Debug)]
+pub struct SessionView<'a, R, P> {
+    /// Its id.
+    pub id: SessionId,
+    /// Who owns it.
+    pub owner: &'a str,
+    /// When it started.
+    pub started: Instant,
+    /// When its client was last known alive (the last heartbeat, at its sending time when it
+    /// said); `None` before the first heartbeat.
+    pub last_alive: Option<Instant>,
+    /// When it expires unless a heartbeat comes.
+    pub deadline: Instant,
+    /// What is known of its peer.
+    pub peer: &'a P,
+    /// The resources whose last caller it is.
+    pub resources: &'a HashSet<R>,
+}
+
 #[derive(Debug, Clone)]
 struct Session<R, P> {
     owner: String,
@@ -390,6 +410,21 @@ impl<R: Clone + Eq + Hash, P: Clone> SessionManager<R, P> {
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &P)> {
         self.sessions.iter().map(|(id, s)| (*id, &s.peer))
     }
+
+    /// A look at every live session, for status pages.
+    pub fn views(&self) -> impl Iterator<Item = SessionView<'_, R, P>> {
+        self.sessions.iter().map(|(id, s)| SessionView {
+            id: *id,
+            owner: &s.owner,
+            started: s.started,
+            // Every heartbeat sets the deadline to one window after the client was last known
+            // alive; before the first, the deadline includes the first grace.
+            last_alive: s.beaten.then(|| s.deadline - self.window),
+            deadline: s.deadline,
+            peer: &s.peer,
+            resources: &s.resources,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -657,5 +692,27 @@ mod tests {
             m.heartbeat_sent(t0 + ms(600), 0, s.id, "bob", None),
             Err(SessionExpired)
         );
+    }
+
+    #[test]
+    fn views_show_when_each_session_was_last_alive_and_what_it_commands() {
+        let mut m: SessionManager<&str, u32> =
+            SessionManager::new(W, DEFAULT_MAX_SESSIONS).with_first_grace(ms(8000));
+        let t0 = Instant::now();
+        let a = m.start(t0, "alice", None, 1).unwrap();
+        let b = m.start(t0, "bob", None, 2).unwrap();
+        m.heartbeat(t0 + ms(300), a.id, "alice", Some(7)).unwrap();
+        m.record_caller("left", Some(a.id));
+        let mut views: Vec<_> = m.views().collect();
+        views.sort_by_key(|v| v.owner.to_string());
+        let (va, vb) = (&views[0], &views[1]);
+        assert_eq!((va.id, va.owner, *va.peer), (a.id, "alice", 7));
+        assert_eq!(va.last_alive, Some(t0 + ms(300)));
+        assert_eq!(va.deadline, t0 + ms(300) + W);
+        assert!(va.resources.contains("left") && va.resources.len() == 1);
+        // No heartbeat yet: not alive since any moment, deadline with the grace.
+        assert_eq!((vb.id, vb.last_alive), (b.id, None));
+        assert_eq!(vb.deadline, t0 + W + ms(8000));
+        assert!(vb.resources.is_empty());
     }
 }

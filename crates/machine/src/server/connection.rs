@@ -129,6 +129,7 @@ pub(crate) fn accept_all<S: Stack>(
     listeners: Vec<TcpListener>,
     service: S,
     options: ServerOptions,
+    telemetry: Arc<crate::telemetry::Telemetry>,
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<ServerOptions> {
@@ -138,7 +139,7 @@ pub(crate) fn accept_all<S: Stack>(
     let table = Arc::new(Mutex::new(Table::default()));
 
     for listener in listeners {
-        let (service, options, slots, rejecting, stop, conns, table) = (
+        let (service, options, slots, rejecting, stop, conns, table, telemetry) = (
             service.clone(),
             options.clone(),
             slots.clone(),
@@ -146,6 +147,7 @@ pub(crate) fn accept_all<S: Stack>(
             stop.clone(),
             tracker.clone(),
             table.clone(),
+            telemetry.clone(),
         );
         tracker.spawn(async move {
             loop {
@@ -174,7 +176,7 @@ pub(crate) fn accept_all<S: Stack>(
                     continue;
                 }
                 let permit = slots.clone().try_acquire_owned().ok();
-                let (service, options, stop, slots, table, rejecting, tracker) = (
+                let (service, options, stop, slots, table, rejecting, tracker, telemetry) = (
                     service.clone(),
                     options.clone(),
                     stop.clone(),
@@ -182,6 +184,7 @@ pub(crate) fn accept_all<S: Stack>(
                     table.clone(),
                     rejecting.clone(),
                     conns.clone(),
+                    telemetry.clone(),
                 );
                 let span = tracing::info_span!(
                     "connection",
@@ -224,8 +227,13 @@ pub(crate) fn accept_all<S: Stack>(
                         let evict = CancellationToken::new();
                         let id = lock(&table).add(key, activity.clone(), evict.clone());
                         let _registered = Registered { table, id };
-                        serve_connection(stream, peer, service, &options, stop, activity, evict)
-                            .await;
+                        let connection = Connection {
+                            stream,
+                            peer,
+                            activity,
+                            evict,
+                        };
+                        serve_connection(connection, service, &options, &telemetry, stop).await;
                         drop(permit);
                     },
                     span,
@@ -261,17 +269,30 @@ fn refuse(
     }
 }
 
-async fn serve_connection<S>(
+/// One accepted connection, with what the table knows of it.
+struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
+    activity: Arc<Activity>,
+    /// Cancelled to close it to make room for a newcomer.
+    evict: CancellationToken,
+}
+
+async fn serve_connection<S>(
+    connection: Connection,
     service: S,
     options: &ServerOptions,
+    telemetry: &crate::telemetry::Telemetry,
     stop: CancellationToken,
-    activity: Arc<Activity>,
-    evict: CancellationToken,
 ) where
     S: Stack,
 {
+    let Connection {
+        stream,
+        peer,
+        activity,
+        evict,
+    } = connection;
     let local = stream.local_addr().ok();
     // Set up by the accept loop: every log line of the connection, and of each call on it,
     // says whose connection it is.
@@ -295,6 +316,12 @@ async fn serve_connection<S>(
         },
     );
     tracing::debug!(%peer, ?protocol, "connection");
+    let _counted = telemetry.connection(match (protocol, options.tls.is_some()) {
+        (Protocol::Http2, false) => "h2",
+        (Protocol::Http2, true) => "h2+tls",
+        (Protocol::Http1, false) => "http1",
+        (Protocol::Http1, true) => "http1+tls",
+    });
     let info = PeerInfo {
         kind: PeerKind::Grpc,
         remote: Some(peer),

@@ -239,8 +239,12 @@ pub async fn run(
         machine.clone(),
         options.auth.clone(),
         webrtc.as_ref().map(|(_, api)| api.clone()),
+        Arc::from(hosts.canonical.as_str()),
     )?;
     let service = ServiceBuilder::new()
+        .layer(crate::telemetry::CallsLayer::new(
+            machine.telemetry().clone(),
+        ))
         .layer(OriginLayer::new(hosts.clone()))
         .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
         .layer(DeadlineLayer)
@@ -274,6 +278,7 @@ pub async fn run(
             service: service.clone(),
             max_peers: w.max_peers,
             stats: Arc::new(AnswererStats::default()),
+            telemetry: machine.telemetry().clone(),
         };
         tokio::spawn(answerer.run(answerer_stop.clone()))
     });
@@ -281,7 +286,14 @@ pub async fn run(
     let tracker = TaskTracker::new();
     // Browsers (CORS, gRPC-web) on TCP only: a WebRTC peer speaks gRPC framing itself.
     let web = crate::web::WebLayer::new(options.allowed_origins.clone()).wrap(service);
-    let options = connection::accept_all(listeners, web, options, &stop, &tracker);
+    let options = connection::accept_all(
+        listeners,
+        web,
+        options,
+        machine.telemetry().clone(),
+        &stop,
+        &tracker,
+    );
     tracker.close();
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing the open ones");

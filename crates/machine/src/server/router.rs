@@ -1,6 +1,7 @@
 //! The router: every gRPC service the machine serves — the robot service, each registered
 //! API's service, reflection (v1 and v1alpha), authentication and signaling when on — plus
-//! `GET /`, the readiness probe.
+//! the plain-HTTP paths of [`crate::page`] (`GET /`: the readiness probe, and the machine's
+//! page to a browser).
 
 use std::sync::Arc;
 
@@ -15,12 +16,15 @@ use crate::machine::Machine;
 use crate::robot::RobotApi;
 use crate::webrtc::SignalingApi;
 
-/// The router of every service (plus `AuthService` when authentication is on).
+/// The router of every service (plus `AuthService` when authentication is on) and the
+/// machine's page ([`crate::page`]), which shows the machine as `name`.
 pub fn app(
     machine: Arc<Machine>,
     auth: Option<Arc<Authenticator>>,
     signaling: Option<SignalingApi>,
+    name: Arc<str>,
 ) -> Result<axum::Router, ServeError> {
+    let has_auth = auth.is_some();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
@@ -51,9 +55,13 @@ pub fn app(
                 .max_encoding_message_size(tether_signal::service::MAX_SIGNALING_MESSAGE),
         );
     }
-    let router = routes
-        .routes()
-        .into_axum_router()
-        .route("/", axum::routing::get(|| async { "ready\n" }));
+    let router = crate::page::routes(
+        routes.routes().into_axum_router(),
+        crate::page::PageState {
+            machine,
+            name,
+            auth: has_auth,
+        },
+    );
     Ok(router)
 }

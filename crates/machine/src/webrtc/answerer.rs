@@ -42,6 +42,7 @@ pub struct Answerer<S> {
     pub service: S,
     pub max_peers: usize,
     pub stats: Arc<AnswererStats>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl<S> Answerer<S>
@@ -224,6 +225,14 @@ where
         tracing::info!(uuid = %offer.uuid, entity = %entity, "WebRTC connection open");
         // Ended when this returns: the peer connection closed, failed ICE, or shut down.
         let (link, _link_guard) = crate::commanders::ConnectionLink::new("webrtc");
+        // The route ICE chose, counted by its kind. (The remote address stays out of the
+        // peer's info: through a relay it is the relay's, and on an open machine an address
+        // names a caller.)
+        let route = peer.route().await;
+        tracing::debug!(?route, "WebRTC route");
+        let _counted = self
+            .telemetry
+            .webrtc_peer(route.map_or("unknown", |r| r.local_type));
         let context = ConnectionContext {
             link,
             info: PeerInfo {

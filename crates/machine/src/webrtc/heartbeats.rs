@@ -73,6 +73,7 @@ async fn heartbeat<S: Stack>(
         return Ack::Refused;
     };
     context.attach(&mut req);
+    req.extensions_mut().insert(crate::telemetry::FromDatagram);
     let Ok(response) = service.oneshot(req).await;
     let (parts, body) = response.into_parts();
     // A trailers-only answer carries its status in the headers; otherwise it is in the
