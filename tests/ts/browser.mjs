@@ -8,7 +8,8 @@
 //   node browser.mjs <scenario> <host:port>
 //
 // Scenarios as node_client.mjs: list, session (start a session and command motor "left",
-// then wait), nosession.
+// then wait), nosession, reconnect (the SDK's own reconnection on: print its connection
+// events and the outcome of a call every 200 ms).
 import { chromium } from 'playwright-core';
 import { CHROMIUM, directHost, servePage } from './shared.mjs';
 
@@ -16,9 +17,18 @@ const [scenario, address] = process.argv.slice(2);
 // TETHER_TS_WEBRTC=<machine name>: dial over WebRTC, the machine its own signaling server.
 const webrtcHost = process.env.TETHER_TS_WEBRTC;
 const direct = directHost(address);
+// The SDK's own reconnection only in the reconnect scenario (as node_client.mjs).
+const reconnect = scenario === 'reconnect'
+  ? { noReconnect: false, reconnectMaxAttempts: 20, reconnectMaxWait: 1000 }
+  : { noReconnect: true };
+// TETHER_TS_CREDENTIALS=<key id>:<key>: dial with API-key credentials.
+const credentials = process.env.TETHER_TS_CREDENTIALS
+  ? (([authEntity, payload]) => ({ credentials: { type: 'api-key', authEntity, payload } }))(
+    process.env.TETHER_TS_CREDENTIALS.split(':'))
+  : {};
 const dialConf = webrtcHost
-  ? { host: webrtcHost, signalingAddress: direct, iceServers: [], noReconnect: true }
-  : { host: direct, noReconnect: true };
+  ? { host: webrtcHost, signalingAddress: direct, iceServers: [], ...reconnect, ...credentials }
+  : { host: direct, ...reconnect, ...credentials };
 const say = (what) => console.log(JSON.stringify(what));
 
 const page = `<!doctype html><html><head><meta charset="utf-8"><title>Tether page</title>
@@ -32,6 +42,17 @@ const say = (what) => console.log(JSON.stringify(what));
     const names = await robot.resourceNames();
     say({ resources: names.map((n) => n.namespace + ':' + n.type + ':' + n.subtype + '/' + n.name) });
     if ('${scenario}' === 'list') { say({ done: true }); return; }
+    if ('${scenario}' === 'reconnect') {
+      setInterval(async () => {
+        try {
+          await robot.resourceNames();
+          say({ call: 'ok' });
+        } catch (e) {
+          say({ call: String(e && e.message || e) });
+        }
+      }, 200);
+      return;
+    }
     let session = null;
     if ('${scenario}' === 'session') {
       await robot['sessionManager'].getSessionMetadata();

@@ -61,6 +61,16 @@ impl Node {
 
     /// The SDK in headless Chromium (`tests/ts/browser.mjs`), on a page of another origin.
     fn browser(server: &Server, scenario: &str, webrtc: bool) -> Node {
+        Node::browser_with_key(server, scenario, webrtc, None)
+    }
+
+    /// As [`Node::browser`], dialing with these API-key credentials.
+    fn browser_with_key(
+        server: &Server,
+        scenario: &str,
+        webrtc: bool,
+        key: Option<(&str, &str)>,
+    ) -> Node {
         assert!(
             std::path::Path::new("/usr/bin/chromium").exists(),
             "Chromium is not installed: run scripts/setup-chromium (scripts/test does)"
@@ -74,6 +84,9 @@ impl Node {
             .stderr(Stdio::inherit());
         if webrtc {
             command.env("TETHER_TS_WEBRTC", MACHINE_NAME);
+        }
+        if let Some((id, key)) = key {
+            command.env("TETHER_TS_CREDENTIALS", format!("{id}:{key}"));
         }
         let mut child = command.spawn().expect("node");
         let lines = lines_of(child.stdout.take().unwrap());
@@ -334,6 +347,114 @@ fn wait_for_line(node: &Node, line: &str) {
             Ok(l) if l == line => return,
             Ok(_) => {}
             Err(_) => panic!("no {line} from the SDK within 60 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_chromium_over_webrtc_a_killed_browser_without_a_session_is_stopped_by_the_safety_net() {
+    let server = machine(false);
+    let observer = server.channel().await;
+    let page = Node::browser(&server, "nosession", true);
+    let pid = page.wait_for("browser_pid")["browser_pid"]
+        .as_u64()
+        .unwrap();
+    let _browser = KillOnDrop(pid);
+    let commanded = page.wait_for("commanded");
+    assert_eq!(commanded["session"], serde_json::Value::Null);
+    // Its peer connection lives: the motor runs on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(common::motor_moving(&observer, "left").await);
+    assert!(kill(pid));
+    let killed = Instant::now();
+    // No close reaches the machine from a killed browser: ICE consent finds the peer gone.
+    let took = common::motor_stopped_after(&observer, "left", killed, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("still moving 30 s after the kill: {}", server.log()));
+    println!("in Chromium, WebRTC, no session: stopped {took:?} after the browser was killed");
+    stopped_by_its_connection(&server, None);
+}
+
+#[tokio::test]
+async fn in_chromium_api_key_credentials_work_over_both_transports_and_a_wrong_key_is_refused() {
+    let server = machine(true);
+    for webrtc in [false, true] {
+        let page = Node::browser_with_key(&server, "list", webrtc, Some((KEY_ID, KEY)));
+        let _browser = KillOnDrop(
+            page.wait_for("browser_pid")["browser_pid"]
+                .as_u64()
+                .unwrap(),
+        );
+        let listed = page.next("resources");
+        assert!(
+            listed["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|n| n == "rdk:component:motor/left")),
+            "webrtc: {webrtc}: {listed}"
+        );
+        let page = Node::browser_with_key(&server, "list", webrtc, Some((KEY_ID, "not-the-key")));
+        let _browser = KillOnDrop(
+            page.wait_for("browser_pid")["browser_pid"]
+                .as_u64()
+                .unwrap(),
+        );
+        let refused = page.next("resources");
+        let text = refused.to_string();
+        assert!(
+            refused.get("resources").is_none() && text.contains("invalid credentials"),
+            "webrtc: {webrtc}: {refused}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn in_chromium_after_a_machine_restart_the_sdk_reconnects_by_itself_and_calls_succeed() {
+    for webrtc in [false, true] {
+        let bind = format!("127.0.0.1:{}", common::free_port());
+        let config = machine_config(false, &format!(r#", "bind_address": "{bind}""#));
+        let mut server = Server::start_exact(&["--config", config.to_str().unwrap()]);
+        let page = Node::browser(&server, "reconnect", webrtc);
+        let pid = page.wait_for("browser_pid")["browser_pid"]
+            .as_u64()
+            .unwrap();
+        let _browser = KillOnDrop(pid);
+        page.wait_for("resources");
+        wait_for_line(&page, r#"{"call":"ok"}"#);
+        server.signal("KILL");
+        server.wait_exit(Duration::from_secs(5)).unwrap();
+        drop(server);
+        let gone = Instant::now();
+        // Calls fail while it is gone; back on the same address, calls succeed again. Over
+        // WebRTC the SDK in the page sees its peer connection go, reports `disconnected`, and
+        // dials again by itself (`connected`); over gRPC-web there is no connection to lose
+        // (each call is a fetch), so it reports nothing and the next fetch just works.
+        if webrtc {
+            wait_for_line(&page, r#"{"event":"disconnected"}"#);
+        }
+        wait_for_prefix(&page, r#"{"call":""#, r#"{"call":"ok"}"#);
+        let _server = Server::start_exact(&["--config", config.to_str().unwrap()]);
+        if webrtc {
+            wait_for_line(&page, r#"{"event":"connected"}"#);
+        }
+        wait_for_line(&page, r#"{"call":"ok"}"#);
+        println!(
+            "in Chromium (webrtc: {webrtc}): calls succeed again {:?} after the machine went away",
+            gone.elapsed()
+        );
+    }
+}
+
+/// Waits (up to 60 s) for a line that starts with `prefix` and is not `except`.
+fn wait_for_prefix(node: &Node, prefix: &str, except: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = node
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting {prefix} in 60 s"));
+        if line.starts_with(prefix) && line != except {
+            return;
         }
     }
 }
