@@ -40,18 +40,7 @@ fn auth_config(network: &str) -> std::path::PathBuf {
     unique_temp_file("auth", &text)
 }
 
-async fn authenticate(ch: &Channel, id: &str, key: &str) -> Result<String, tonic::Status> {
-    AuthServiceClient::new(ch.clone())
-        .authenticate(AuthenticateRequest {
-            entity: id.into(),
-            credentials: Some(Credentials {
-                r#type: "api-key".into(),
-                payload: key.into(),
-            }),
-        })
-        .await
-        .map(|r| r.into_inner().access_token)
-}
+use common::authenticate;
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")

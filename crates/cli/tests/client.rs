@@ -408,8 +408,9 @@ async fn tls_with_a_given_ca_works_and_unverifiable_or_plaintext_dials_fail_clea
     );
     let text = format!(
         r#"{{"components": [{{"name": "left", "api": "rdk:component:motor", "model": "fake"}}],
-            "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},
-            "network": {{"sessions": {{"heartbeat_window": "500ms"}}{tls}}}}}"#
+            {},
+            "network": {{"sessions": {{"heartbeat_window": "500ms"}}{tls}}}}}"#,
+        common::api_key_auth(KEY_ID, KEY)
     );
     let cfg = temp_file(&format!("client-tls-{}.json", std::process::id()), &text);
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);

@@ -24,9 +24,7 @@ use tether_client::{Motor, Options, RobotClient};
 /// A machine with motors `left` and `right`, a 1 s window and, if `auth`, the API key.
 fn machine(auth: bool) -> Server {
     let auth = if auth {
-        format!(
-            r#", "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}}"#
-        )
+        format!(", {}", common::api_key_auth(KEY_ID, KEY))
     } else {
         String::new()
     };
@@ -385,22 +383,9 @@ async fn status_and_metrics_tell_what_happened_and_stay_behind_the_host_and_key_
     let (code, _, _) = get(&server.addr, "/metrics", "evil.example:80", &[]);
     assert_eq!(code, 421);
 
-    let token = {
-        use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
-        use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
-        AuthServiceClient::new(server.channel().await)
-            .authenticate(AuthenticateRequest {
-                entity: KEY_ID.into(),
-                credentials: Some(Credentials {
-                    r#type: "api-key".into(),
-                    payload: KEY.into(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .access_token
-    };
+    let token = common::authenticate(&server.channel().await, KEY_ID, KEY)
+        .await
+        .unwrap();
     let bearer = format!("Bearer {token}");
     // The record of the expiry is completed when its stop has returned.
     let t0 = Instant::now();

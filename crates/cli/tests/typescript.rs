@@ -35,9 +35,7 @@ fn machine(auth: bool) -> Server {
 /// Its config file; `network` is more of the network section.
 fn machine_config(auth: bool, network: &str) -> std::path::PathBuf {
     let auth = if auth {
-        format!(
-            r#", "auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}}"#
-        )
+        format!(", {}", common::api_key_auth(KEY_ID, KEY))
     } else {
         String::new()
     };

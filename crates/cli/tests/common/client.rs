@@ -16,9 +16,7 @@ pub const W: Duration = Duration::from_millis(500);
 /// bind address.
 pub fn config(auth: bool, window: &str, bind: Option<&str>) -> std::path::PathBuf {
     let auth = if auth {
-        format!(
-            r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{KEY_ID}": "{KEY}"}}}}]}},"#
-        )
+        format!("{},", super::api_key_auth(KEY_ID, KEY))
     } else {
         String::new()
     };

@@ -115,6 +115,27 @@ impl Drop for Server {
     }
 }
 
+/// A config's `"auth"` member with one API key (`"auth": {…}`, no comma).
+pub fn api_key_auth(id: &str, key: &str) -> String {
+    format!(r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{id}": "{key}"}}}}]}}"#)
+}
+
+/// `AuthService.Authenticate` with an API key over `ch`: the access token.
+pub async fn authenticate(ch: &Channel, id: &str, key: &str) -> Result<String, Status> {
+    use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
+    use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
+    AuthServiceClient::new(ch.clone())
+        .authenticate(AuthenticateRequest {
+            entity: id.into(),
+            credentials: Some(Credentials {
+                r#type: "api-key".into(),
+                payload: key.into(),
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().access_token)
+}
+
 /// `GET path` over plain HTTP/1.1 on a fresh connection; returns the whole reply.
 pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
