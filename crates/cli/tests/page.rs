@@ -367,11 +367,20 @@ async fn status_and_metrics_tell_what_happened_and_stay_behind_the_host_and_key_
     // The probe: any Host, no key, no HTML.
     let (code, head, body) = get(&server.addr, "/", "whatever", &[]);
     assert_eq!((code, body.as_str()), (200, "ready\n"), "{head}");
-    // The page itself: static, hardened.
-    let (code, head, body) = get(&server.addr, "/", name, &[("Accept", "text/html")]);
+    // The page itself: static, hardened, for any Host (it reveals nothing; what it fetches
+    // is checked).
+    let (code, head, body) = get(
+        &server.addr,
+        "/",
+        "rover.local:80",
+        &[("Accept", "text/html")],
+    );
     assert_eq!(code, 200);
     assert!(body.contains("<script src=\"/page.js\">"), "{body}");
     assert!(head.contains("x-frame-options: deny") && head.contains("content-security-policy"));
+    let (code, head, _) = get(&server.addr, "/page.js", "rover.local:80", &[]);
+    assert_eq!(code, 200);
+    assert!(head.contains("content-type: text/javascript"), "{head}");
 
     // Status: names sessions and owners, so it takes the key's token.
     let (code, head, _) = get(&server.addr, "/status", name, &[]);

@@ -11,8 +11,9 @@
 //! `Host`; over plaintext HTTP/1.1 (what a browser speaks to a plaintext machine) `Host` must
 //! name this machine — its configured names, `localhost`, or an address it listens on — or
 //! the request is `421 Misdirected Request`. (Over TLS the certificate check does that job;
-//! gRPC clients speak HTTP/2.) The readiness probe (`GET /`) answers any `Host`: it says only
-//! "ready".
+//! gRPC clients speak HTTP/2.) The readiness probe (`GET /`) and the machine's page's static
+//! files answer any `Host`: they say nothing about the machine. Its `/status` and `/metrics` do
+//! not.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -110,9 +111,10 @@ where
         let mut inner = self.inner.clone();
         std::mem::swap(&mut self.inner, &mut inner);
         // The readiness probe answers any Host (probes send an address or nothing useful);
-        // it reveals nothing, nor does the page's static HTML. What the page then fetches
-        // (its status, the metrics) must be asked of this machine by one of its names.
-        let probe = req.method() == http::Method::GET && req.uri().path() == "/";
+        // it reveals nothing, nor do the page's static files. What the page then fetches (its
+        // status, the metrics) must be asked of this machine by one of its names.
+        let probe = req.method() == http::Method::GET
+            && crate::page::STATIC_PATHS.contains(&req.uri().path());
         if !probe
             && req.version() == Version::HTTP_11
             && req.extensions().get::<Plaintext>().is_some()

@@ -30,6 +30,11 @@ use crate::machine::Machine;
 /// The plain-HTTP paths beside the gRPC ones.
 pub const PATHS: [&str; 5] = ["/", "/page.js", "/page.css", "/status", "/metrics"];
 
+/// The static plain-HTTP paths: the probe (and the page's HTML) and the page's script and
+/// style. They reveal nothing, so they answer any `Host`: a page opened by a name the machine
+/// does not know still loads and says why it shows nothing.
+pub const STATIC_PATHS: [&str; 3] = ["/", "/page.js", "/page.css"];
+
 /// Plain-HTTP paths that need no credentials even with API keys configured: the probe, the
 /// page's static files, the counters.
 pub const OPEN_PATHS: [&str; 4] = ["/", "/page.js", "/page.css", "/metrics"];

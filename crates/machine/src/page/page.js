@@ -192,6 +192,8 @@ async function poll() {
       $("login").hidden = false;
       $("content").hidden = true;
       live(false, "sign in");
+    } else if (res.status === 421) {
+      live(false, "not answering to this name: open the machine by its address or configured name");
     } else if (!res.ok || grpc !== null) {
       live(false, "error " + (grpc !== null ? "grpc-status " + grpc : res.status));
     } else {
