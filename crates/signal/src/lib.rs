@@ -7,10 +7,13 @@
 //! in a machine (the in-memory [`queue::MemoryQueue`], the machine's own answerer taking the
 //! offers) or standalone for a fleet (a shared backend, answerers connecting over `Answer`).
 //! The service reads the caller's identity and address from the request context the server's
-//! layers set ([`tether_rpc::context`]).
+//! layers set ([`tether_rpc::context`]). [`redis_queue::RedisQueue`] is the shared backend:
+//! many signaling instances on one Redis.
 
 pub mod queue;
+pub mod redis_queue;
 pub mod service;
 
 pub use queue::{CallQueue, MemoryQueue};
+pub use redis_queue::RedisQueue;
 pub use service::{Answerers, Hosts, SignalingApi};

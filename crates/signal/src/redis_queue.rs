@@ -1,0 +1,676 @@
+//! The call queue on Redis, shared by many signaling instances (`../shared/FLEET.md` §4).
+//!
+//! Redis holds the only truth about who answers what; every instance holds only the streams
+//! of its own callers and answerers. All ages are on Redis' clock (`TIME` inside the scripts),
+//! never an instance's. Every key of a host carries the hash tag `{host}`.
+//!
+//! | Key | Type | Holds |
+//! |---|---|---|
+//! | `tq:inst:<iid>` | string, `PX 6000` refreshed every 2 s | an instance is alive |
+//! | `tq:{h}:ans` | zset `<iid>:<aid>` → expiry ms | answerers waiting for an offer of `h` |
+//! | `tq:{h}:busy` | zset, as above | answerers in an exchange (both count toward the cap of 4) |
+//! | `tq:{h}:callers` | zset uuid → deadline ms | calls in progress (the caller cap) |
+//! | `tq:{h}:pending` | list of uuids | offers not yet claimed, oldest first |
+//! | `tq:{h}:call:<uuid>` | hash | the offer, its state, the instances of both sides |
+//! | `tq:{h}:call:<uuid>:c2a`, `:a2c` | streams | the exchange each way, in order |
+//! | `tq:uuid:<uuid>` | string | the host of a call (`CallUpdate` names only the uuid) |
+//!
+//! - **An offer** (one script): prune what expired; no live answerer → `NOT_FOUND` at once;
+//!   callers at the cap → `UNAVAILABLE`; else the call is stored and queued.
+//! - **A claim** (one script, so exactly once): pop pending uuids until one is still pending
+//!   and younger than [`CLAIM_MAX_AGE`]; mark it answered by this answerer, move the answerer
+//!   from waiting to busy.
+//! - **The exchange**: each side appends to its outbound stream; the other reads it from its
+//!   last id. Stream ids are monotonic, so candidates arrive in order and never twice.
+//! - Presence ages out: an answerer's membership is refreshed every 2 s to now + 6 s, so a dead
+//!   instance's answerers stop counting within 6 s; every key has a TTL, so nothing is left
+//!   behind when a writer dies.
+//!
+//! This first version polls (claims every [`POLL`], streams every [`POLL`]) instead of ringing a
+//! pub/sub doorbell: simple and loss-proof, at the cost of some Redis commands per waiting
+//! answerer. Redis unreachable → `UNAVAILABLE` within the response timeout, never a hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tether_rtc::Candidate;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::queue::{AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer};
+
+/// How often waiting answerers try to claim, and exchange readers read.
+pub const POLL: Duration = Duration::from_millis(50);
+/// An answerer never takes an offer older than this (goutils: 10 s deadline less 2 s).
+pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(8);
+/// Most answerers (waiting or busy) per host, as goutils' queue.
+pub const MAX_ANSWERERS_PER_HOST: usize = 4;
+/// How long a presence lasts without a refresh.
+const PRESENCE_TTL_MS: u64 = 6000;
+/// How often presences are refreshed.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(2);
+/// How long a call's keys live (the offer deadline and some slack).
+const CALL_TTL_MS: u64 = 15_000;
+/// Messages buffered each way in one exchange, locally.
+const EXCHANGE_BUFFER: usize = 64;
+
+/// The message a caller gets when no answerer of its host is connected anywhere.
+pub const HOST_OFFLINE: &str = "host appears to be offline; ensure machine is online and try again";
+/// The message a caller (or answerer) gets past the per-host caps.
+pub const TOO_MANY: &str = "too many connection attempts; please wait a bit and try again";
+
+const OFFER: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) == 0 then return 'offline' end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'busy' end
+redis.call('HSET', KEYS[5], 'sdp', ARGV[2], 'trickle', ARGV[3], 'entity', ARGV[4],
+  'caller', ARGV[7], 'started', now, 'state', 'pending')
+redis.call('PEXPIRE', KEYS[5], ARGV[8])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[8])
+redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[8])
+redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[8])
+return 'ok'
+"#;
+
+const PRESENT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not known and redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return 'busy'
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 60000)
+return 'ok'
+"#;
+
+const CLAIM: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+while true do
+  local uuid = redis.call('LPOP', KEYS[3])
+  if not uuid then return false end
+  local call = ARGV[2] .. uuid
+  local c = redis.call('HMGET', call, 'state', 'started', 'sdp', 'trickle', 'entity', 'caller')
+  if c[1] == 'pending' and now - tonumber(c[2]) <= tonumber(ARGV[3]) then
+    redis.call('HSET', call, 'state', 'answered', 'answerer', ARGV[1])
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+    redis.call('PEXPIRE', KEYS[2], 60000)
+    return {uuid, tostring(now - tonumber(c[2])), c[3], c[4], c[5], c[6]}
+  end
+end
+"#;
+
+const BUSY: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 'ok'
+"#;
+
+/// Keys of host `h`.
+struct HostKeys {
+    ans: String,
+    busy: String,
+    callers: String,
+    pending: String,
+    call_prefix: String,
+}
+
+impl HostKeys {
+    fn new(host: &str) -> Self {
+        Self {
+            ans: format!("tq:{{{host}}}:ans"),
+            busy: format!("tq:{{{host}}}:busy"),
+            callers: format!("tq:{{{host}}}:callers"),
+            pending: format!("tq:{{{host}}}:pending"),
+            call_prefix: format!("tq:{{{host}}}:call:"),
+        }
+    }
+
+    fn call(&self, uuid: &str) -> String {
+        format!("{}{uuid}", self.call_prefix)
+    }
+}
+
+fn uuid_key(uuid: &str) -> String {
+    format!("tq:uuid:{uuid}")
+}
+
+/// Redis failing, as the callers and answerers see it.
+fn unavailable(e: redis::RedisError) -> Status {
+    Status::unavailable(format!("signaling state store unreachable: {e}"))
+}
+
+/// The queue on Redis.
+pub struct RedisQueue {
+    con: ConnectionManager,
+    /// This instance.
+    iid: String,
+    max_callers: usize,
+    offer: redis::Script,
+    present: redis::Script,
+    claim: redis::Script,
+    busy: redis::Script,
+}
+
+impl RedisQueue {
+    /// Connects to Redis at `url` (`redis://host:port`) as a new instance; callers per host
+    /// are capped at `max_callers`. Keeps the instance's liveness key fresh until dropped.
+    pub async fn connect(url: &str, max_callers: usize) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let con = ConnectionManager::new_with_config(client, config).await?;
+        let queue = Arc::new(Self {
+            con,
+            iid: uuid::Uuid::new_v4().simple().to_string(),
+            max_callers,
+            offer: redis::Script::new(OFFER),
+            present: redis::Script::new(PRESENT),
+            claim: redis::Script::new(CLAIM),
+            busy: redis::Script::new(BUSY),
+        });
+        let weak = Arc::downgrade(&queue);
+        tokio::spawn(async move {
+            while let Some(q) = weak.upgrade() {
+                let mut con = q.con.clone();
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg(format!("tq:inst:{}", q.iid))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(PRESENCE_TTL_MS)
+                    .query_async(&mut con)
+                    .await;
+                drop(q);
+                tokio::time::sleep(PRESENCE_REFRESH).await;
+            }
+        });
+        Ok(queue)
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.iid
+    }
+}
+
+/// One stream entry: its kind (`init`, `cand`, `done`, `err`) and its fields.
+#[derive(Debug, Default, PartialEq)]
+struct Entry {
+    kind: String,
+    fields: std::collections::HashMap<String, String>,
+}
+
+impl Entry {
+    fn new(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            fields: Default::default(),
+        }
+    }
+
+    fn with(mut self, name: &str, value: Option<String>) -> Self {
+        if let Some(v) = value {
+            self.fields.insert(name.into(), v);
+        }
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.fields.get(name).cloned()
+    }
+
+    fn candidate(c: &Candidate) -> Self {
+        Entry::new("cand")
+            .with("c", Some(c.candidate.clone()))
+            .with("mid", c.sdp_mid.clone())
+            .with("idx", c.sdp_mline_index.map(|i| i.to_string()))
+            .with("ufrag", c.username_fragment.clone())
+    }
+
+    fn error(s: &Status) -> Self {
+        Entry::new("err")
+            .with("code", Some(i32::from(s.code()).to_string()))
+            .with("message", Some(s.message().to_string()))
+    }
+
+    fn from_answerer(m: &FromAnswerer) -> Self {
+        match m {
+            FromAnswerer::Answer(sdp) => Entry::new("init").with("sdp", Some(sdp.clone())),
+            FromAnswerer::Candidate(c) => Entry::candidate(c),
+            FromAnswerer::Done => Entry::new("done"),
+            FromAnswerer::Error(s) => Entry::error(s),
+        }
+    }
+
+    fn from_caller(m: &FromCaller) -> Self {
+        match m {
+            FromCaller::Candidate(c) => Entry::candidate(c),
+            FromCaller::Done => Entry::new("done"),
+            FromCaller::Error(s) => Entry::error(s),
+        }
+    }
+
+    fn to_candidate(&self) -> Option<Candidate> {
+        Some(Candidate {
+            candidate: self.get("c")?,
+            sdp_mid: self.get("mid"),
+            sdp_mline_index: self.get("idx").and_then(|i| i.parse().ok()),
+            username_fragment: self.get("ufrag"),
+        })
+    }
+
+    fn to_status(&self) -> Status {
+        let code = self.get("code").and_then(|c| c.parse().ok()).unwrap_or(2);
+        Status::new(
+            Code::from_i32(code),
+            self.get("message").unwrap_or_default(),
+        )
+    }
+
+    /// As a message to the caller; `None` for a malformed entry.
+    fn to_caller(&self) -> Option<FromAnswerer> {
+        Some(match self.kind.as_str() {
+            "init" => FromAnswerer::Answer(self.get("sdp")?),
+            "cand" => FromAnswerer::Candidate(self.to_candidate()?),
+            "done" => FromAnswerer::Done,
+            "err" => FromAnswerer::Error(self.to_status()),
+            _ => return None,
+        })
+    }
+
+    /// As a message to the answerer; `None` for a malformed entry.
+    fn to_answerer(&self) -> Option<FromCaller> {
+        Some(match self.kind.as_str() {
+            "cand" => FromCaller::Candidate(self.to_candidate()?),
+            "done" => FromCaller::Done,
+            "err" => FromCaller::Error(self.to_status()),
+            _ => return None,
+        })
+    }
+}
+
+/// Appends `entry` to stream `key`, refreshing the stream's TTL.
+async fn append(
+    con: &ConnectionManager,
+    key: &str,
+    entry: &Entry,
+) -> Result<(), redis::RedisError> {
+    let mut con = con.clone();
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(256)
+        .arg("*")
+        .arg("k")
+        .arg(&entry.kind);
+    for (name, value) in &entry.fields {
+        xadd.arg(name).arg(value);
+    }
+    redis::pipe()
+        .add_command(xadd)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(CALL_TTL_MS)
+        .ignore()
+        .query_async::<()>(&mut con)
+        .await
+}
+
+/// Reads stream `key` from after id `last`: each entry's id and content.
+async fn read_after(
+    con: &mut ConnectionManager,
+    key: &str,
+    last: &str,
+) -> Result<Vec<(String, Entry)>, redis::RedisError> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(format!("({last}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(64)
+        .query_async(con)
+        .await?;
+    Ok(entries
+        .into_iter()
+        .map(|(id, flat)| {
+            let mut entry = Entry::default();
+            for pair in flat.chunks(2) {
+                if let [name, value] = pair {
+                    if name == "k" {
+                        entry.kind.clone_from(value);
+                    } else {
+                        entry.fields.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+            (id, entry)
+        })
+        .collect())
+}
+
+/// Removes an answerer's presences when its wait ends, however it ends.
+struct Presence {
+    con: ConnectionManager,
+    member: String,
+    keys: Vec<String>,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut con = self.con.clone();
+        let member = std::mem::take(&mut self.member);
+        let keys = std::mem::take(&mut self.keys);
+        tokio::spawn(async move {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("ZREM").arg(k).arg(&member).ignore();
+            }
+            let _: Result<(), _> = pipe.query_async(&mut con).await;
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl CallQueue for RedisQueue {
+    async fn send_offer(&self, host: &str, offer: Offer) -> Result<CallerSide, Status> {
+        let keys = HostKeys::new(host);
+        let call = keys.call(&offer.uuid);
+        let remaining = offer.deadline.saturating_duration_since(Instant::now());
+        let mut con = self.con.clone();
+        let verdict: String = self
+            .offer
+            .key(&keys.ans)
+            .key(&keys.busy)
+            .key(&keys.callers)
+            .key(&keys.pending)
+            .key(&call)
+            .key(uuid_key(&offer.uuid))
+            .arg(&offer.uuid)
+            .arg(&offer.sdp)
+            .arg(if offer.disable_trickle { "1" } else { "0" })
+            .arg(&*offer.caller_entity)
+            .arg(self.max_callers)
+            .arg(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX))
+            .arg(&self.iid)
+            .arg(CALL_TTL_MS)
+            .arg(host)
+            .invoke_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        match verdict.as_str() {
+            "offline" => return Err(Status::not_found(HOST_OFFLINE)),
+            "busy" => return Err(Status::unavailable(TOO_MANY)),
+            _ => {}
+        }
+        let (tx, from_answerer) = mpsc::channel(EXCHANGE_BUFFER);
+        let a2c = format!("{call}:a2c");
+        let (callers, uuid, deadline) = (keys.callers, offer.uuid.clone(), offer.deadline);
+        tokio::spawn(async move {
+            let mut last = "0-0".to_string();
+            let mut ended = false;
+            while !ended && Instant::now() < deadline && !tx.is_closed() {
+                match read_after(&mut con, &a2c, &last).await {
+                    Ok(entries) => {
+                        for (id, entry) in entries {
+                            last = id;
+                            let Some(message) = entry.to_caller() else {
+                                continue;
+                            };
+                            ended = matches!(message, FromAnswerer::Done | FromAnswerer::Error(_));
+                            if tx.send(message).await.is_err() || ended {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(FromAnswerer::Error(unavailable(e))).await;
+                        break;
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            let _: Result<(), _> = redis::cmd("ZREM")
+                .arg(&callers)
+                .arg(&uuid)
+                .query_async(&mut con)
+                .await;
+        });
+        Ok(CallerSide {
+            uuid: offer.uuid,
+            from_answerer,
+        })
+    }
+
+    async fn caller_update(
+        &self,
+        uuid: &str,
+        entity: &str,
+        update: FromCaller,
+    ) -> Result<(), Status> {
+        let gone = || Status::not_found(format!("no call in progress with uuid {uuid:?}"));
+        let mut con = self.con.clone();
+        let host: Option<String> = redis::cmd("GET")
+            .arg(uuid_key(uuid))
+            .query_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        let keys = HostKeys::new(&host.ok_or_else(gone)?);
+        let call = keys.call(uuid);
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(&call)
+            .arg("entity")
+            .query_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        if owner.as_deref() != Some(entity) {
+            return Err(gone());
+        }
+        append(
+            &self.con,
+            &format!("{call}:c2a"),
+            &Entry::from_caller(&update),
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status> {
+        let member = format!("{}:{}", self.iid, uuid::Uuid::new_v4().simple());
+        let keys: Vec<HostKeys> = hosts.iter().map(|h| HostKeys::new(h)).collect();
+        let _presence = Presence {
+            con: self.con.clone(),
+            member: member.clone(),
+            keys: keys.iter().map(|k| k.ans.clone()).collect(),
+        };
+        let mut con = self.con.clone();
+        let mut refreshed: Option<Instant> = None;
+        loop {
+            if refreshed.is_none_or(|t| t.elapsed() >= PRESENCE_REFRESH) {
+                for k in &keys {
+                    let verdict: String = self
+                        .present
+                        .key(&k.ans)
+                        .key(&k.busy)
+                        .arg(&member)
+                        .arg(PRESENCE_TTL_MS)
+                        .arg(MAX_ANSWERERS_PER_HOST)
+                        .invoke_async(&mut con)
+                        .await
+                        .map_err(unavailable)?;
+                    if verdict == "busy" {
+                        return Err(Status::unavailable(TOO_MANY));
+                    }
+                }
+                refreshed = Some(Instant::now());
+            }
+            for k in &keys {
+                let claimed: Option<Vec<String>> = self
+                    .claim
+                    .key(&k.ans)
+                    .key(&k.busy)
+                    .key(&k.pending)
+                    .arg(&member)
+                    .arg(&k.call_prefix)
+                    .arg(u64::try_from(CLAIM_MAX_AGE.as_millis()).unwrap_or(u64::MAX))
+                    .arg(PRESENCE_TTL_MS)
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(c) = claimed
+                    && let [uuid, age_ms, sdp, trickle, entity, _caller] = c.as_slice()
+                {
+                    let age = Duration::from_millis(age_ms.parse().unwrap_or(0));
+                    let deadline = Instant::now() + tether_rpc::OFFER_DEADLINE.saturating_sub(age);
+                    return Ok(self.exchange(
+                        k,
+                        &member,
+                        uuid,
+                        sdp,
+                        trickle == "1",
+                        entity,
+                        deadline,
+                    ));
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl RedisQueue {
+    /// The answerer's side of claimed call `uuid`: its messages to the caller go to the a2c
+    /// stream; the caller's come from the c2a stream; its busy presence lives until both end.
+    #[allow(clippy::too_many_arguments, reason = "one claimed call's fields")]
+    fn exchange(
+        &self,
+        keys: &HostKeys,
+        member: &str,
+        uuid: &str,
+        sdp: &str,
+        disable_trickle: bool,
+        entity: &str,
+        deadline: Instant,
+    ) -> AnswererSide {
+        let call = keys.call(uuid);
+        let (to_caller, mut outbound) = mpsc::channel::<FromAnswerer>(EXCHANGE_BUFFER);
+        let (inbound, from_caller) = mpsc::channel(EXCHANGE_BUFFER);
+        let a2c = format!("{call}:a2c");
+        let c2a = format!("{call}:c2a");
+        // Outbound: the answerer's messages, in order, then its busy presence ends.
+        {
+            let (con, busy, member) = (self.con.clone(), keys.busy.clone(), member.to_string());
+            let refresh_busy = self.busy.clone();
+            tokio::spawn(async move {
+                let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+                loop {
+                    tokio::select! {
+                        message = outbound.recv() => {
+                            let Some(message) = message else { break };
+                            if append(&con, &a2c, &Entry::from_answerer(&message)).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ = refresh.tick() => {
+                            let mut c = con.clone();
+                            let _: Result<(), _> = refresh_busy.key(&busy).arg(&member)
+                                .arg(PRESENCE_TTL_MS).invoke_async(&mut c).await;
+                        }
+                    }
+                }
+                let mut con = con.clone();
+                let _: Result<(), _> = redis::cmd("ZREM")
+                    .arg(&busy)
+                    .arg(&member)
+                    .query_async(&mut con)
+                    .await;
+            });
+        }
+        // Inbound: the caller's messages until it is done or the deadline passes.
+        {
+            let mut con = self.con.clone();
+            tokio::spawn(async move {
+                let mut last = "0-0".to_string();
+                while Instant::now() < deadline && !inbound.is_closed() {
+                    match read_after(&mut con, &c2a, &last).await {
+                        Ok(entries) => {
+                            for (id, entry) in entries {
+                                last = id;
+                                let Some(message) = entry.to_answerer() else {
+                                    continue;
+                                };
+                                let end = !matches!(message, FromCaller::Candidate(_));
+                                if inbound.send(message).await.is_err() || end {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = inbound.send(FromCaller::Error(unavailable(e))).await;
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            });
+        }
+        AnswererSide {
+            offer: Offer {
+                uuid: uuid.to_string(),
+                sdp: sdp.to_string(),
+                disable_trickle,
+                deadline,
+                caller_entity: Arc::from(entity),
+            },
+            to_caller,
+            from_caller,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_and_statuses_survive_their_stream_form() {
+        for c in [
+            Candidate {
+                candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                username_fragment: Some("ab\0cd".into()),
+            },
+            Candidate {
+                candidate: "candidate:2 1 udp 1 10.0.0.1 9 typ relay".into(),
+                ..Default::default()
+            },
+        ] {
+            let entry = Entry::from_caller(&FromCaller::Candidate(c.clone()));
+            assert!(matches!(entry.to_answerer(), Some(FromCaller::Candidate(d)) if d == c));
+        }
+        let entry = Entry::from_answerer(&FromAnswerer::Error(Status::unavailable("gone")));
+        let Some(FromAnswerer::Error(s)) = entry.to_caller() else {
+            panic!("an error");
+        };
+        assert_eq!((s.code(), s.message()), (Code::Unavailable, "gone"));
+        assert!(Entry::new("bogus").to_caller().is_none());
+    }
+}
