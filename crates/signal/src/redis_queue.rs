@@ -26,23 +26,28 @@
 //!   instance's answerers stop counting within 6 s; every key has a TTL, so nothing is left
 //!   behind when a writer dies.
 //!
-//! This first version polls (claims every [`POLL`], streams every [`POLL`]) instead of ringing a
-//! pub/sub doorbell: simple and loss-proof, at the cost of some Redis commands per waiting
-//! answerer. Redis unreachable → `UNAVAILABLE` within the response timeout, never a hang.
+//! Pub/sub is only a doorbell: every instance subscribes to `tq:bell:<iid>`, and whoever writes
+//! something another instance must read rings it (an offer: every instance with a waiting
+//! answerer of the host; an exchange message: the other side's instance). A doorbell carries
+//! no state, so a lost one (a subscriber reconnecting, Redis restarting) costs only time:
+//! waiting answerers re-scan every [`CLAIM_RESCAN`], exchange readers every [`STREAM_RESCAN`].
+//! Redis unreachable → `UNAVAILABLE` within the response timeout, never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tether_rtc::Candidate;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::queue::{AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer};
 
-/// How often waiting answerers try to claim, and exchange readers read.
-pub const POLL: Duration = Duration::from_millis(50);
+/// How often a waiting answerer looks for an offer without a doorbell.
+pub const CLAIM_RESCAN: Duration = Duration::from_secs(1);
+/// How often an exchange's reader reads its stream without a doorbell.
+pub const STREAM_RESCAN: Duration = Duration::from_millis(250);
 /// An answerer never takes an offer older than this (goutils: 10 s deadline less 2 s).
 pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(8);
 /// Most answerers (waiting or busy) per host, as goutils' queue.
@@ -67,8 +72,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) == 0 then return 'offline' end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'busy' end
+if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) == 0 then return {'offline'} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {'busy'} end
 redis.call('HSET', KEYS[5], 'sdp', ARGV[2], 'trickle', ARGV[3], 'entity', ARGV[4],
   'caller', ARGV[7], 'started', now, 'state', 'pending')
 redis.call('PEXPIRE', KEYS[5], ARGV[8])
@@ -77,7 +82,13 @@ redis.call('PEXPIRE', KEYS[3], ARGV[8])
 redis.call('RPUSH', KEYS[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ARGV[8])
 redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[8])
-return 'ok'
+local bells = {'ok'}
+local seen = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local iid = string.match(m, '^([^:]+):')
+  if iid and not seen[iid] then seen[iid] = true; table.insert(bells, iid) end
+end
+return bells
 "#;
 
 const PRESENT: &str = r#"
@@ -118,6 +129,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 return 'ok'
 "#;
+
+/// What a claim hands the answerer's side.
+struct Claimed<'a> {
+    uuid: &'a str,
+    sdp: &'a str,
+    disable_trickle: bool,
+    entity: &'a str,
+    /// The caller's instance, whose doorbell the answerer's messages ring.
+    caller: &'a str,
+    deadline: Instant,
+}
 
 /// Keys of host `h`.
 struct HostKeys {
@@ -163,6 +185,35 @@ pub struct RedisQueue {
     present: redis::Script,
     claim: redis::Script,
     busy: redis::Script,
+    /// Doorbells rung for this instance: what to read again (`h:<host>`, `c:<uuid>:<dir>`).
+    bells: broadcast::Sender<String>,
+}
+
+/// The doorbell channel of instance `iid`.
+fn bell_channel(iid: &str) -> String {
+    format!("tq:bell:{iid}")
+}
+
+/// Waits until a doorbell that `wanted` says concerns us rings, or `rescan` passes (a lost
+/// doorbell costs no more than that). Subscribe `bells` before the read it follows.
+async fn doorbell(
+    bells: &mut broadcast::Receiver<String>,
+    wanted: impl Fn(&str) -> bool,
+    rescan: Duration,
+) {
+    let timeout = tokio::time::sleep(rescan);
+    tokio::pin!(timeout);
+    loop {
+        tokio::select! {
+            _ = &mut timeout => return,
+            bell = bells.recv() => match bell {
+                Ok(b) if wanted(&b) => return,
+                Ok(_) => {}
+                // Missed some: one of them may have been ours.
+                Err(_) => return,
+            },
+        }
+    }
 }
 
 impl RedisQueue {
@@ -175,15 +226,53 @@ impl RedisQueue {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let con = ConnectionManager::new_with_config(client, config).await?;
+        let con = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        let iid = uuid::Uuid::new_v4().simple().to_string();
+        // Doorbells on a RESP3 connection of their own, resubscribed after every reconnect.
+        let (bells, _) = broadcast::channel(1024);
+        let (push_tx, mut push_rx) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let info = client.get_connection_info().clone().set_redis_settings(
+            client
+                .get_connection_info()
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3),
+        );
+        let mut subscriber = ConnectionManager::new_with_config(
+            redis::Client::open(info)?,
+            config
+                .set_push_sender(push_tx)
+                .set_automatic_resubscription(),
+        )
+        .await?;
+        subscriber.subscribe(bell_channel(&iid)).await?;
+        {
+            let bells = bells.clone();
+            tokio::spawn(async move {
+                // The subscriber lives as long as this task: until the queue's bells go.
+                let _subscriber = subscriber;
+                while let Some(push) = push_rx.recv().await {
+                    if push.kind != redis::PushKind::Message {
+                        continue;
+                    }
+                    if let Some(redis::Value::BulkString(b)) = push.data.get(1)
+                        && let Ok(key) = std::str::from_utf8(b)
+                        && bells.send(key.to_string()).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
         let queue = Arc::new(Self {
             con,
-            iid: uuid::Uuid::new_v4().simple().to_string(),
+            iid,
             max_callers,
             offer: redis::Script::new(OFFER),
             present: redis::Script::new(PRESENT),
             claim: redis::Script::new(CLAIM),
             busy: redis::Script::new(BUSY),
+            bells,
         });
         let weak = Arc::downgrade(&queue);
         tokio::spawn(async move {
@@ -206,6 +295,16 @@ impl RedisQueue {
     /// This instance's id.
     pub fn instance(&self) -> &str {
         &self.iid
+    }
+
+    /// Rings instance `iid`'s doorbell with `key`. A lost ring costs only a rescan period.
+    async fn ring(con: &ConnectionManager, iid: &str, key: &str) {
+        let mut con = con.clone();
+        let _: Result<(), _> = redis::cmd("PUBLISH")
+            .arg(bell_channel(iid))
+            .arg(key)
+            .query_async(&mut con)
+            .await;
     }
 }
 
@@ -395,7 +494,7 @@ impl CallQueue for RedisQueue {
         let call = keys.call(&offer.uuid);
         let remaining = offer.deadline.saturating_duration_since(Instant::now());
         let mut con = self.con.clone();
-        let verdict: String = self
+        let verdict: Vec<String> = self
             .offer
             .key(&keys.ans)
             .key(&keys.busy)
@@ -415,13 +514,20 @@ impl CallQueue for RedisQueue {
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
-        match verdict.as_str() {
-            "offline" => return Err(Status::not_found(HOST_OFFLINE)),
-            "busy" => return Err(Status::unavailable(TOO_MANY)),
-            _ => {}
+        match verdict.first().map(String::as_str) {
+            Some("offline") => return Err(Status::not_found(HOST_OFFLINE)),
+            Some("ok") => {}
+            _ => return Err(Status::unavailable(TOO_MANY)),
+        }
+        // Subscribed before the first read, so no ring for it is missed.
+        let mut bells = self.bells.subscribe();
+        let host_bell = format!("h:{host}");
+        for iid in &verdict[1..] {
+            Self::ring(&self.con, iid, &host_bell).await;
         }
         let (tx, from_answerer) = mpsc::channel(EXCHANGE_BUFFER);
         let a2c = format!("{call}:a2c");
+        let my_bell = format!("c:{}:a2c", offer.uuid);
         let (callers, uuid, deadline) = (keys.callers, offer.uuid.clone(), offer.deadline);
         tokio::spawn(async move {
             let mut last = "0-0".to_string();
@@ -445,7 +551,9 @@ impl CallQueue for RedisQueue {
                         break;
                     }
                 }
-                tokio::time::sleep(POLL).await;
+                if !ended {
+                    doorbell(&mut bells, |b| b == my_bell, STREAM_RESCAN).await;
+                }
             }
             let _: Result<(), _> = redis::cmd("ZREM")
                 .arg(&callers)
@@ -474,9 +582,10 @@ impl CallQueue for RedisQueue {
             .map_err(unavailable)?;
         let keys = HostKeys::new(&host.ok_or_else(gone)?);
         let call = keys.call(uuid);
-        let owner: Option<String> = redis::cmd("HGET")
+        let (owner, answerer): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(&call)
             .arg("entity")
+            .arg("answerer")
             .query_async(&mut con)
             .await
             .map_err(unavailable)?;
@@ -489,7 +598,12 @@ impl CallQueue for RedisQueue {
             &Entry::from_caller(&update),
         )
         .await
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+        // Not yet answered: the answerer reads the stream from its start when it claims.
+        if let Some(iid) = answerer.as_deref().and_then(|a| a.split(':').next()) {
+            Self::ring(&self.con, iid, &format!("c:{uuid}:c2a")).await;
+        }
+        Ok(())
     }
 
     async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status> {
@@ -502,7 +616,10 @@ impl CallQueue for RedisQueue {
         };
         let mut con = self.con.clone();
         let mut refreshed: Option<Instant> = None;
+        let wanted: Vec<String> = hosts.iter().map(|h| format!("h:{h}")).collect();
         loop {
+            // Subscribed before looking, so an offer queued meanwhile rings us.
+            let mut bells = self.bells.subscribe();
             if refreshed.is_none_or(|t| t.elapsed() >= PRESENCE_REFRESH) {
                 for k in &keys {
                     let verdict: String = self
@@ -535,22 +652,24 @@ impl CallQueue for RedisQueue {
                     .await
                     .map_err(unavailable)?;
                 if let Some(c) = claimed
-                    && let [uuid, age_ms, sdp, trickle, entity, _caller] = c.as_slice()
+                    && let [uuid, age_ms, sdp, trickle, entity, caller] = c.as_slice()
                 {
                     let age = Duration::from_millis(age_ms.parse().unwrap_or(0));
                     let deadline = Instant::now() + tether_rpc::OFFER_DEADLINE.saturating_sub(age);
-                    return Ok(self.exchange(
-                        k,
-                        &member,
+                    let claimed = Claimed {
                         uuid,
                         sdp,
-                        trickle == "1",
+                        disable_trickle: trickle == "1",
                         entity,
+                        caller,
                         deadline,
-                    ));
+                    };
+                    return Ok(self.exchange(k, &member, claimed));
                 }
             }
-            tokio::time::sleep(POLL).await;
+            // Presence refreshes come due within the rescan period.
+            let wait = CLAIM_RESCAN.min(PRESENCE_REFRESH);
+            doorbell(&mut bells, |b| wanted.iter().any(|w| w == b), wait).await;
         }
     }
 }
@@ -558,17 +677,15 @@ impl CallQueue for RedisQueue {
 impl RedisQueue {
     /// The answerer's side of claimed call `uuid`: its messages to the caller go to the a2c
     /// stream; the caller's come from the c2a stream; its busy presence lives until both end.
-    #[allow(clippy::too_many_arguments, reason = "one claimed call's fields")]
-    fn exchange(
-        &self,
-        keys: &HostKeys,
-        member: &str,
-        uuid: &str,
-        sdp: &str,
-        disable_trickle: bool,
-        entity: &str,
-        deadline: Instant,
-    ) -> AnswererSide {
+    fn exchange(&self, keys: &HostKeys, member: &str, claimed: Claimed<'_>) -> AnswererSide {
+        let Claimed {
+            uuid,
+            sdp,
+            disable_trickle,
+            entity,
+            caller,
+            deadline,
+        } = claimed;
         let call = keys.call(uuid);
         let (to_caller, mut outbound) = mpsc::channel::<FromAnswerer>(EXCHANGE_BUFFER);
         let (inbound, from_caller) = mpsc::channel(EXCHANGE_BUFFER);
@@ -578,6 +695,7 @@ impl RedisQueue {
         {
             let (con, busy, member) = (self.con.clone(), keys.busy.clone(), member.to_string());
             let refresh_busy = self.busy.clone();
+            let (caller, bell) = (caller.to_string(), format!("c:{uuid}:a2c"));
             tokio::spawn(async move {
                 let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
                 loop {
@@ -587,6 +705,7 @@ impl RedisQueue {
                             if append(&con, &a2c, &Entry::from_answerer(&message)).await.is_err() {
                                 break;
                             }
+                            Self::ring(&con, &caller, &bell).await;
                         }
                         _ = refresh.tick() => {
                             let mut c = con.clone();
@@ -606,6 +725,8 @@ impl RedisQueue {
         // Inbound: the caller's messages until it is done or the deadline passes.
         {
             let mut con = self.con.clone();
+            let mut bells = self.bells.subscribe();
+            let my_bell = format!("c:{uuid}:c2a");
             tokio::spawn(async move {
                 let mut last = "0-0".to_string();
                 while Instant::now() < deadline && !inbound.is_closed() {
@@ -627,7 +748,7 @@ impl RedisQueue {
                             return;
                         }
                     }
-                    tokio::time::sleep(POLL).await;
+                    doorbell(&mut bells, |b| b == my_bell, STREAM_RESCAN).await;
                 }
             });
         }

@@ -354,3 +354,42 @@ async fn with_redis_gone_calls_fail_unavailable_quickly() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     println!("both refused {:?} after Redis went", t0.elapsed());
 }
+
+#[tokio::test]
+async fn offers_and_exchange_messages_arrive_at_the_doorbell_not_the_rescan() {
+    let redis = Redis::start();
+    let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let hosts = vec!["rover".to_string()];
+    let mut claims = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let answering = {
+            let (b, hosts) = (b.clone(), hosts.clone());
+            tokio::spawn(async move { b.recv_offer(&hosts).await })
+        };
+        // Well into its wait: a rescan is up to 1 s away.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t0 = Instant::now();
+        let mut caller = a.send_offer("rover", offer("alice")).await.unwrap();
+        let side = answering.await.unwrap().unwrap();
+        claims.push(t0.elapsed());
+        let t1 = Instant::now();
+        side.to_caller
+            .send(FromAnswerer::Answer("YQ==".into()))
+            .await
+            .unwrap();
+        caller.from_answerer.recv().await.unwrap();
+        answers.push(t1.elapsed());
+    }
+    println!("claimed after {claims:?}; answer relayed after {answers:?}");
+    // Rescans alone (1 s, 250 ms) would make most of these far slower.
+    assert!(
+        claims.iter().all(|d| *d < Duration::from_millis(300)),
+        "{claims:?}"
+    );
+    assert!(
+        answers.iter().all(|d| *d < Duration::from_millis(150)),
+        "{answers:?}"
+    );
+}
