@@ -433,6 +433,39 @@ async fn append(
         .await
 }
 
+/// Why the other side of call `call` can no longer answer, if it cannot: the call's state is
+/// gone (Redis restarted without persistence, or it expired), or the instance named by field
+/// `side` (`answerer`: `<iid>:<aid>`, `caller`: `<iid>`) no longer keeps its liveness key.
+async fn other_side_lost(
+    con: &mut ConnectionManager,
+    call: &str,
+    side: &str,
+) -> Result<Option<Status>, redis::RedisError> {
+    let (state, peer): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(call)
+        .arg("state")
+        .arg(side)
+        .query_async(con)
+        .await?;
+    if state.is_none() {
+        return Ok(Some(Status::unavailable(
+            "the call's signaling state was lost; try again",
+        )));
+    }
+    if let Some(iid) = peer.as_deref().and_then(|p| p.split(':').next()) {
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(format!("tq:inst:{iid}"))
+            .query_async(con)
+            .await?;
+        if !alive {
+            return Ok(Some(Status::unavailable(format!(
+                "the signaling instance holding the {side} went away; try again"
+            ))));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads stream `key` from after id `last`: each entry's id and content.
 async fn read_after(
     con: &mut ConnectionManager,
@@ -534,6 +567,20 @@ impl CallQueue for RedisQueue {
             let mut ended = false;
             while !ended && Instant::now() < deadline && !tx.is_closed() {
                 match read_after(&mut con, &a2c, &last).await {
+                    Ok(entries) if entries.is_empty() => {
+                        // Nothing new: is anyone still on the other side?
+                        match other_side_lost(&mut con, &call, "answerer").await {
+                            Ok(None) => {}
+                            Ok(Some(lost)) => {
+                                let _ = tx.send(FromAnswerer::Error(lost)).await;
+                                break;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(FromAnswerer::Error(unavailable(e))).await;
+                                break;
+                            }
+                        }
+                    }
                     Ok(entries) => {
                         for (id, entry) in entries {
                             last = id;
@@ -731,6 +778,19 @@ impl RedisQueue {
                 let mut last = "0-0".to_string();
                 while Instant::now() < deadline && !inbound.is_closed() {
                     match read_after(&mut con, &c2a, &last).await {
+                        Ok(entries) if entries.is_empty() => {
+                            match other_side_lost(&mut con, &call, "caller").await {
+                                Ok(None) => {}
+                                Ok(Some(lost)) => {
+                                    let _ = inbound.send(FromCaller::Error(lost)).await;
+                                    return;
+                                }
+                                Err(e) => {
+                                    let _ = inbound.send(FromCaller::Error(unavailable(e))).await;
+                                    return;
+                                }
+                            }
+                        }
                         Ok(entries) => {
                             for (id, entry) in entries {
                                 last = id;

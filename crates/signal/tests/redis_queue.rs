@@ -393,3 +393,105 @@ async fn offers_and_exchange_messages_arrive_at_the_doorbell_not_the_rescan() {
         "{answers:?}"
     );
 }
+
+#[tokio::test]
+async fn when_either_sides_instance_dies_mid_exchange_the_other_side_hears_at_once() {
+    let redis = Redis::start();
+    let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let hosts = vec!["rover".to_string()];
+    for dead in ["answerer", "caller"] {
+        let answering = {
+            let (b, hosts) = (b.clone(), hosts.clone());
+            tokio::spawn(async move { b.recv_offer(&hosts).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut caller = a.send_offer("rover", offer("alice")).await.unwrap();
+        let mut side = answering.await.unwrap().unwrap();
+        // The instance stops keeping its liveness key (as a crashed one does, once the key's
+        // 6 s run out): here it is deleted, so the test need not wait for the expiry.
+        let gone = if dead == "answerer" { &b } else { &a };
+        let t0 = Instant::now();
+        redis.cli(&["DEL", &format!("tq:inst:{}", gone.instance())]);
+        let status = if dead == "answerer" {
+            match tokio::time::timeout(Duration::from_secs(3), caller.from_answerer.recv()).await {
+                Ok(Some(FromAnswerer::Error(s))) => s,
+                other => panic!("the caller heard {other:?}"),
+            }
+        } else {
+            match tokio::time::timeout(Duration::from_secs(3), side.from_caller.recv()).await {
+                Ok(Some(FromCaller::Error(s))) => s,
+                other => panic!("the answerer heard {other:?}"),
+            }
+        };
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains(dead), "{status:?}");
+        println!(
+            "{dead}'s instance gone: the other side heard after {:?}",
+            t0.elapsed()
+        );
+        // Both instances live on for the next round (their keys come back with the refresh).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_answerers_come_back_and_calls_in_flight_end_unavailable() {
+    let mut redis = Redis::start();
+    let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let hosts = vec!["rover".to_string()];
+    // One call in flight, one answerer waiting.
+    let first = {
+        let (b, hosts) = (b.clone(), hosts.clone());
+        tokio::spawn(async move { b.recv_offer(&hosts).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut in_flight = a.send_offer("rover", offer("alice")).await.unwrap();
+    let _side = first.await.unwrap().unwrap();
+    let waiting = {
+        let (b, hosts) = (b.clone(), hosts.clone());
+        tokio::spawn(async move { b.recv_offer(&hosts).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis restarts empty, on the same port.
+    let port = redis.port;
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    redis.child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let restarted = Instant::now();
+    // The call in flight ends UNAVAILABLE, not at its deadline.
+    let status =
+        match tokio::time::timeout(Duration::from_secs(5), in_flight.from_answerer.recv()).await {
+            Ok(Some(FromAnswerer::Error(s))) => s,
+            other => panic!("the caller heard {other:?}"),
+        };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The waiting answerer re-registers by itself: a new call finds it within 5 s.
+    let fresh = offer("alice");
+    let t0 = Instant::now();
+    let _caller = loop {
+        match a.send_offer("rover", fresh.clone()).await {
+            Ok(c) => break c,
+            Err(_) if t0.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no answerer 5 s after the restart: {e:?}"),
+        }
+    };
+    let side = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the waiting answerer took the new call")
+        .unwrap()
+        .unwrap();
+    assert_eq!(side.offer.uuid, fresh.uuid);
+    println!(
+        "after the restart: the call in flight failed, and a new one was answered {:?} after it",
+        restarted.elapsed()
+    );
+}
