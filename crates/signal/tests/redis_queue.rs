@@ -495,3 +495,38 @@ async fn after_a_redis_restart_answerers_come_back_and_calls_in_flight_end_unava
         restarted.elapsed()
     );
 }
+
+#[tokio::test]
+async fn with_doorbells_lost_offers_still_arrive_by_the_rescan() {
+    let redis = Redis::start();
+    let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
+    let hosts = vec!["rover".to_string()];
+    let answering = {
+        let (b, hosts) = (b.clone(), hosts.clone());
+        tokio::spawn(async move { b.recv_offer(&hosts).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Subscribing forbidden and every subscriber cut: no doorbell reaches anyone (publishing
+    // still works, to nobody).
+    redis.cli(&["ACL", "SETUSER", "default", "-subscribe"]);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let subscribers = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "PUBSUB", "NUMSUB"])
+        .arg(format!("tq:bell:{}", b.instance()))
+        .output()
+        .unwrap();
+    let subscribers = String::from_utf8(subscribers.stdout).unwrap();
+    assert_eq!(subscribers.lines().nth(1), Some("0"), "{subscribers}");
+    let t0 = Instant::now();
+    let sent = offer("alice");
+    let _caller = a.send_offer("rover", sent.clone()).await.unwrap();
+    let side = tokio::time::timeout(Duration::from_millis(1500), answering)
+        .await
+        .expect("delivered by the rescan within 1.5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(side.offer.uuid, sent.uuid);
+    println!("claimed {:?} after the offer, doorbells cut", t0.elapsed());
+}
