@@ -247,19 +247,20 @@ impl RedisQueue {
         .await?;
         subscriber.subscribe(bell_channel(&iid)).await?;
         {
-            let bells = bells.clone();
+            let bells = bells.downgrade();
             tokio::spawn(async move {
-                // The subscriber lives as long as this task: until the queue's bells go.
+                // The subscriber lives as long as this task: until the queue (its bells) goes.
                 let _subscriber = subscriber;
                 while let Some(push) = push_rx.recv().await {
+                    let Some(bells) = bells.upgrade() else { break };
                     if push.kind != redis::PushKind::Message {
                         continue;
                     }
                     if let Some(redis::Value::BulkString(b)) = push.data.get(1)
                         && let Ok(key) = std::str::from_utf8(b)
-                        && bells.send(key.to_string()).is_err()
                     {
-                        break;
+                        // Nobody listening right now is no error: a doorbell is only a hint.
+                        let _ = bells.send(key.to_string());
                     }
                 }
             });
@@ -629,10 +630,9 @@ impl CallQueue for RedisQueue {
             .map_err(unavailable)?;
         let keys = HostKeys::new(&host.ok_or_else(gone)?);
         let call = keys.call(uuid);
-        let (owner, answerer): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        let owner: Option<String> = redis::cmd("HGET")
             .arg(&call)
             .arg("entity")
-            .arg("answerer")
             .query_async(&mut con)
             .await
             .map_err(unavailable)?;
@@ -646,7 +646,16 @@ impl CallQueue for RedisQueue {
         )
         .await
         .map_err(unavailable)?;
-        // Not yet answered: the answerer reads the stream from its start when it claims.
+        // Who answers, read only after the append: if nobody had claimed the call then, the
+        // claim comes later and the answerer's first read (after its claim) finds the entry;
+        // if somebody had, its instance is rung. Reading it before the append would leave a
+        // gap where a claim in between gets neither.
+        let answerer: Option<String> = redis::cmd("HGET")
+            .arg(&call)
+            .arg("answerer")
+            .query_async(&mut con)
+            .await
+            .map_err(unavailable)?;
         if let Some(iid) = answerer.as_deref().and_then(|a| a.split(':').next()) {
             Self::ring(&self.con, iid, &format!("c:{uuid}:c2a")).await;
         }

@@ -361,6 +361,15 @@ async fn offers_and_exchange_messages_arrive_at_the_doorbell_not_the_rescan() {
     let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let hosts = vec!["rover".to_string()];
+    // A doorbell rung while nobody on the instance listens is dropped, and must not end its
+    // doorbells for good (it did: the subscriber's task stopped at the first unheard one).
+    redis.cli(&["PUBLISH", &format!("tq:bell:{}", b.instance()), "h:nobody"]);
+    redis.cli(&[
+        "PUBLISH",
+        &format!("tq:bell:{}", a.instance()),
+        "c:nobody:a2c",
+    ]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut claims = Vec::new();
     let mut answers = Vec::new();
     for _ in 0..5 {
