@@ -123,6 +123,28 @@ while true do
 end
 "#;
 
+/// A caller's update, in one round trip: find the call's host, check the caller is the one
+/// who made it, append to the caller-to-answerer stream, and ring the answerer's instance if
+/// one has claimed the call. (The answerer is read after the append, in the same script, so a
+/// claim can never fall between the two and miss both the entry and the doorbell.)
+const UPDATE: &str = r#"
+local host = redis.call('GET', KEYS[1])
+if not host then return 'gone' end
+local call = 'tq:{' .. host .. '}:call:' .. ARGV[1]
+if redis.call('HGET', call, 'entity') ~= ARGV[2] then return 'gone' end
+local stream = call .. ':c2a'
+local entry = {'k', ARGV[4]}
+for i = 5, #ARGV do table.insert(entry, ARGV[i]) end
+redis.call('XADD', stream, 'MAXLEN', '~', 256, '*', unpack(entry))
+redis.call('PEXPIRE', stream, ARGV[3])
+local answerer = redis.call('HGET', call, 'answerer')
+if answerer then
+  local iid = string.match(answerer, '^([^:]+):')
+  if iid then redis.call('PUBLISH', 'tq:bell:' .. iid, 'c:' .. ARGV[1] .. ':c2a') end
+end
+return 'ok'
+"#;
+
 const BUSY: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -185,6 +207,7 @@ pub struct RedisQueue {
     present: redis::Script,
     claim: redis::Script,
     busy: redis::Script,
+    update: redis::Script,
     /// Doorbells rung for this instance: what to read again (`h:<host>`, `c:<uuid>:<dir>`).
     bells: broadcast::Sender<String>,
 }
@@ -273,6 +296,7 @@ impl RedisQueue {
             present: redis::Script::new(PRESENT),
             claim: redis::Script::new(CLAIM),
             busy: redis::Script::new(BUSY),
+            update: redis::Script::new(UPDATE),
             bells,
         });
         let weak = Arc::downgrade(&queue);
@@ -621,43 +645,26 @@ impl CallQueue for RedisQueue {
         entity: &str,
         update: FromCaller,
     ) -> Result<(), Status> {
-        let gone = || Status::not_found(format!("no call in progress with uuid {uuid:?}"));
-        let mut con = self.con.clone();
-        let host: Option<String> = redis::cmd("GET")
-            .arg(uuid_key(uuid))
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)?;
-        let keys = HostKeys::new(&host.ok_or_else(gone)?);
-        let call = keys.call(uuid);
-        let owner: Option<String> = redis::cmd("HGET")
-            .arg(&call)
-            .arg("entity")
-            .query_async(&mut con)
-            .await
-            .map_err(unavailable)?;
-        if owner.as_deref() != Some(entity) {
-            return Err(gone());
+        let entry = Entry::from_caller(&update);
+        let mut invocation = self.update.prepare_invoke();
+        invocation
+            .key(uuid_key(uuid))
+            .arg(uuid)
+            .arg(entity)
+            .arg(CALL_TTL_MS)
+            .arg(&entry.kind);
+        for (name, value) in &entry.fields {
+            invocation.arg(name).arg(value);
         }
-        append(
-            &self.con,
-            &format!("{call}:c2a"),
-            &Entry::from_caller(&update),
-        )
-        .await
-        .map_err(unavailable)?;
-        // Who answers, read only after the append: if nobody had claimed the call then, the
-        // claim comes later and the answerer's first read (after its claim) finds the entry;
-        // if somebody had, its instance is rung. Reading it before the append would leave a
-        // gap where a claim in between gets neither.
-        let answerer: Option<String> = redis::cmd("HGET")
-            .arg(&call)
-            .arg("answerer")
-            .query_async(&mut con)
+        let mut con = self.con.clone();
+        let verdict: String = invocation
+            .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
-        if let Some(iid) = answerer.as_deref().and_then(|a| a.split(':').next()) {
-            Self::ring(&self.con, iid, &format!("c:{uuid}:c2a")).await;
+        if verdict != "ok" {
+            return Err(Status::not_found(format!(
+                "no call in progress with uuid {uuid:?}"
+            )));
         }
         Ok(())
     }
