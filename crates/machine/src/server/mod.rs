@@ -38,7 +38,7 @@ use crate::machine::Machine;
 use crate::operations::OperationsLayer;
 use crate::origin::OriginLayer;
 use crate::sessions::SessionLayer;
-use crate::webrtc::{Answerer, AnswererStats, CallQueue, Hosts, MemoryQueue, SignalingApi};
+use crate::webrtc::{Answerer, CallQueue, Hosts, MemoryQueue, SignalingApi};
 use tether_signal::Answerers;
 
 /// The one tower stack every call goes through, whichever transport it came by: HTTP/2 or
@@ -277,7 +277,6 @@ pub async fn run(
             },
             service: service.clone(),
             max_peers: w.max_peers,
-            stats: Arc::new(AnswererStats::default()),
             telemetry: machine.telemetry().clone(),
         };
         tokio::spawn(answerer.run(answerer_stop.clone()))

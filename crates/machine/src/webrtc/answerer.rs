@@ -9,7 +9,6 @@
 //! RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tether_rtc::{Peer, PeerConfig, PeerEvent};
@@ -27,13 +26,6 @@ use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
 /// The least time an answerer gives an exchange, whatever the offer's deadline says.
 const MIN_EXCHANGE: Duration = Duration::from_secs(5);
 
-/// Peers open now (for tests and the leak check).
-#[derive(Debug, Default)]
-pub struct AnswererStats {
-    pub peers: AtomicUsize,
-    pub connected: AtomicUsize,
-}
-
 /// Answers offers for `hosts` until `stop`.
 pub struct Answerer<S> {
     pub queue: Arc<dyn CallQueue>,
@@ -41,7 +33,6 @@ pub struct Answerer<S> {
     pub peer_config: PeerConfig,
     pub service: S,
     pub max_peers: usize,
-    pub stats: Arc<AnswererStats>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
@@ -91,9 +82,7 @@ where
             );
             tracker.spawn(tracing::Instrument::instrument(
                 async move {
-                    this.stats.peers.fetch_add(1, Ordering::Relaxed);
                     this.answer(side, stop).await;
-                    this.stats.peers.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 },
                 span,
@@ -220,7 +209,6 @@ where
             let _ = to_caller.send(FromAnswerer::Done).await;
         }
         drop(to_caller);
-        self.stats.connected.fetch_add(1, Ordering::Relaxed);
         let opened = Instant::now();
         tracing::info!(uuid = %offer.uuid, entity = %entity, "WebRTC connection open");
         // Ended when this returns: the peer connection closed, failed ICE, or shut down.
@@ -277,7 +265,6 @@ where
         beats.abort();
         let _ = beats.await;
         channel.close().await;
-        self.stats.connected.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(
             uuid = %offer.uuid,
             reason,

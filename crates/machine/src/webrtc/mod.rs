@@ -7,5 +7,5 @@ pub mod answerer;
 pub mod dispatch;
 pub mod heartbeats;
 
-pub use answerer::{Answerer, AnswererStats};
+pub use answerer::Answerer;
 pub use tether_signal::{CallQueue, Hosts, MemoryQueue, SignalingApi};
