@@ -428,25 +428,22 @@ fn stop_expired(
     let span = session_span(&e.id, &e.owner);
     let stopping =
         span.in_scope(|| machine.spawn_stops(&e.resources, StopCause::session_expiry, e.deadline));
+    let names = stopping.names.clone();
     let record = machine.telemetry().expired(
         e.id.to_string(),
         e.owner.clone(),
         describe_peer(e.peer.as_ref()),
         e.deadline,
         late,
-        stopping.names.clone(),
+        names.clone(),
     );
-    let stopping = if stopping.names.is_empty() {
-        Vec::new()
-    } else {
-        let names = stopping.names.clone();
+    if !names.is_empty() {
         let deadline = e.deadline;
         tokio::spawn(async move {
             let ok = stopping.finished().await;
-            Telemetry::expiry_stopped(&record, Some(deadline.elapsed()), !ok);
+            record.stops_returned(deadline.elapsed(), !ok);
         });
-        names
-    };
+    }
     ExpiryReport {
         span,
         session: e.id,
@@ -454,7 +451,7 @@ fn stop_expired(
         peer: e.peer.and_then(|p| p.remote),
         late,
         cancelled,
-        stopping,
+        stopping: names,
     }
 }
 

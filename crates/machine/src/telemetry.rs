@@ -114,22 +114,25 @@ pub struct ExpiryRecord {
     pub noticed_late: Duration,
     /// The actuators it stopped.
     pub stopped: Vec<String>,
-    /// From the deadline to the last of those stops returning; `None` while they run, or
-    /// with nothing to stop.
-    stop_late: Mutex<Option<Duration>>,
-    /// Whether a stop failed or did not answer.
-    stop_failed: std::sync::atomic::AtomicBool,
+    /// Once every stop returned: from the deadline to the last of them, and whether one
+    /// failed or did not answer. `None` while they run, or with nothing to stop.
+    stops: Mutex<Option<(Duration, bool)>>,
 }
 
 impl ExpiryRecord {
+    /// Every stop returned, the last `late` after the deadline; `failed` if one failed.
+    pub fn stops_returned(&self, late: Duration, failed: bool) {
+        *lock(&self.stops) = Some((late, failed));
+    }
+
     /// From the deadline to the last stop returning, once they all did.
     pub fn stop_late(&self) -> Option<Duration> {
-        *lock(&self.stop_late)
+        lock(&self.stops).map(|(late, _)| late)
     }
 
     /// Whether a stop failed.
     pub fn stop_failed(&self) -> bool {
-        self.stop_failed.load(std::sync::atomic::Ordering::Relaxed)
+        lock(&self.stops).is_some_and(|(_, failed)| failed)
     }
 }
 
@@ -316,8 +319,7 @@ impl Telemetry {
     }
 
     /// A session expired: counted, and listed among the recent ones. The record to complete
-    /// when its stops return ([`Telemetry::expiry_stopped`]).
-    #[allow(clippy::too_many_arguments, reason = "one record's fields")]
+    /// when its stops return ([`ExpiryRecord::stops_returned`]).
     pub fn expired(
         &self,
         session: String,
@@ -338,8 +340,7 @@ impl Telemetry {
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             noticed_late,
             stopped,
-            stop_late: Mutex::new(None),
-            stop_failed: Default::default(),
+            stops: Mutex::new(None),
         });
         let mut recent = lock(&self.recent);
         if recent.len() == RECENT_EXPIRIES {
@@ -347,14 +348,6 @@ impl Telemetry {
         }
         recent.push_front(record.clone());
         record
-    }
-
-    /// The stops of an expiry returned, the last `late` after its deadline.
-    pub fn expiry_stopped(record: &ExpiryRecord, late: Option<Duration>, failed: bool) {
-        *lock(&record.stop_late) = late;
-        record
-            .stop_failed
-            .store(failed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The most recent expiries, newest first.
@@ -471,10 +464,9 @@ where
     }
 }
 
-/// The `grpc-status` in `headers`, if there is one.
+/// The status code in `headers` (response headers or trailers), if they carry one.
 fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    Some(tonic::Code::from_i32(value.trim().parse().ok()?))
+    tonic::Status::from_header_map(headers).map(|s| s.code())
 }
 
 /// A response body that counts its call when its trailers pass (or it ends or is dropped
@@ -532,6 +524,17 @@ impl http_body::Body for CountedBody {
 
 /// Every transport a connection is counted under.
 pub const TRANSPORTS: [&str; 5] = ["h2", "h2+tls", "http1", "http1+tls", "webrtc"];
+
+/// The transport a TCP connection is counted under: one of [`TRANSPORTS`].
+pub fn tcp_transport(http2: bool, tls: bool) -> &'static str {
+    let [h2, h2_tls, http1, http1_tls, _] = TRANSPORTS;
+    match (http2, tls) {
+        (true, false) => h2,
+        (true, true) => h2_tls,
+        (false, false) => http1,
+        (false, true) => http1_tls,
+    }
+}
 
 /// A gRPC code as the protocol names it (`OK`, `INVALID_ARGUMENT`).
 pub fn code_name(code: tonic::Code) -> &'static str {
@@ -608,7 +611,7 @@ mod tests {
                 Duration::ZERO,
                 vec![],
             );
-            Telemetry::expiry_stopped(&r, Some(Duration::from_millis(i as u64)), false);
+            r.stops_returned(Duration::from_millis(i as u64), false);
         }
         let recent = t.recent_expiries();
         assert_eq!(recent.len(), RECENT_EXPIRIES);

@@ -316,12 +316,10 @@ async fn serve_connection<S>(
         },
     );
     tracing::debug!(%peer, ?protocol, "connection");
-    let _counted = telemetry.connection(match (protocol, options.tls.is_some()) {
-        (Protocol::Http2, false) => "h2",
-        (Protocol::Http2, true) => "h2+tls",
-        (Protocol::Http1, false) => "http1",
-        (Protocol::Http1, true) => "http1+tls",
-    });
+    let _counted = telemetry.connection(crate::telemetry::tcp_transport(
+        protocol == Protocol::Http2,
+        options.tls.is_some(),
+    ));
     let info = PeerInfo {
         kind: PeerKind::Grpc,
         remote: Some(peer),
