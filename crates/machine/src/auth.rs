@@ -551,7 +551,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let path = req.uri().path();
         let open = path == AUTHENTICATE_PATH
-            || (req.method() == http::Method::GET && crate::page::OPEN_PATHS.contains(&path))
+            || (req.method() == http::Method::GET && crate::page::is_open(path))
             // A WebRTC data channel: its caller authenticated at signaling, and the channel's
             // dispatcher has put that entity in the request.
             || req.extensions().get::<ChannelAuthenticated>().is_some();

@@ -47,11 +47,6 @@ pub fn is_grpc_content_type(value: &[u8]) -> bool {
             && matches!(value[b"application/grpc".len()], b'+' | b'-')
 }
 
-/// Paths that are not gRPC: the readiness probe (and, later, the machine's page).
-fn is_plain_http(path: &str) -> bool {
-    crate::page::PATHS.contains(&path)
-}
-
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let mut r = Response::new(Body::from(format!("{message}\n")));
     *r.status_mut() = status;
@@ -113,8 +108,7 @@ where
         // The readiness probe answers any Host (probes send an address or nothing useful);
         // it reveals nothing, nor do the page's static files. What the page then fetches (its
         // status, the metrics) must be asked of this machine by one of its names.
-        let probe = req.method() == http::Method::GET
-            && crate::page::STATIC_PATHS.contains(&req.uri().path());
+        let probe = req.method() == http::Method::GET && crate::page::is_static(req.uri().path());
         if !probe
             && req.version() == Version::HTTP_11
             && req.extensions().get::<Plaintext>().is_some()
@@ -139,7 +133,7 @@ where
                 });
             }
         }
-        if !is_plain_http(req.uri().path()) {
+        if !crate::page::is_plain_http(req.uri().path()) {
             let grpc = req
                 .headers()
                 .get(http::header::CONTENT_TYPE)

@@ -27,17 +27,29 @@ use serde_json::{Value, json};
 
 use crate::machine::Machine;
 
-/// The plain-HTTP paths beside the gRPC ones.
-pub const PATHS: [&str; 5] = ["/", "/page.js", "/page.css", "/status", "/metrics"];
+const ROOT: &str = "/";
+const SCRIPT: &str = "/page.js";
+const STYLE: &str = "/page.css";
+const STATUS: &str = "/status";
+const METRICS: &str = "/metrics";
 
-/// The static plain-HTTP paths: the probe (and the page's HTML) and the page's script and
-/// style. They reveal nothing, so they answer any `Host`: a page opened by a name the machine
-/// does not know still loads and says why it shows nothing.
-pub const STATIC_PATHS: [&str; 3] = ["/", "/page.js", "/page.css"];
+/// Whether `path` is one of the plain-HTTP paths beside the gRPC ones.
+pub fn is_plain_http(path: &str) -> bool {
+    is_static(path) || path == STATUS || path == METRICS
+}
 
-/// Plain-HTTP paths that need no credentials even with API keys configured: the probe, the
-/// page's static files, the counters.
-pub const OPEN_PATHS: [&str; 4] = ["/", "/page.js", "/page.css", "/metrics"];
+/// Whether `path` is static: the probe (and the page's HTML) and the page's script and style.
+/// They reveal nothing, so they answer any `Host`: a page opened by a name the machine does
+/// not know still loads and says why it shows nothing.
+pub fn is_static(path: &str) -> bool {
+    [ROOT, SCRIPT, STYLE].contains(&path)
+}
+
+/// Whether `path` needs no credentials even with API keys configured: the static files and
+/// the counters.
+pub fn is_open(path: &str) -> bool {
+    is_static(path) || path == METRICS
+}
 
 /// How long one resource's state may take before the page shows it as not answering.
 const STATE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -62,14 +74,11 @@ pub fn routes(router: axum::Router, state: PageState) -> axum::Router {
     use axum::routing::get;
     router.merge(
         axum::Router::new()
-            .route("/", get(root))
-            .route(
-                "/page.js",
-                get(|| async { asset(PAGE_JS, "text/javascript") }),
-            )
-            .route("/page.css", get(|| async { asset(PAGE_CSS, "text/css") }))
-            .route("/status", get(status))
-            .route("/metrics", get(metrics))
+            .route(ROOT, get(root))
+            .route(SCRIPT, get(|| async { asset(PAGE_JS, "text/javascript") }))
+            .route(STYLE, get(|| async { asset(PAGE_CSS, "text/css") }))
+            .route(STATUS, get(status))
+            .route(METRICS, get(metrics))
             .with_state(state),
     )
 }
