@@ -19,6 +19,11 @@ pub const MAX_PENDING_PER_HOST: usize = 64;
 /// Messages buffered each way in one exchange.
 const EXCHANGE_BUFFER: usize = 64;
 
+/// What a caller update for a call that is not in progress (or not the caller's) gets.
+pub fn no_such_call(uuid: &str) -> Status {
+    Status::not_found(format!("no call in progress with uuid {uuid:?}"))
+}
+
 /// A caller's offer.
 #[derive(Debug, Clone)]
 pub struct Offer {
@@ -179,9 +184,7 @@ impl CallQueue for MemoryQueue {
                 .get(uuid)
                 .filter(|c| &*c.entity == entity && c.deadline > now)
             else {
-                return Err(Status::not_found(format!(
-                    "no call in progress with uuid {uuid:?}"
-                )));
+                return Err(no_such_call(uuid));
             };
             let found = (call.to_answerer.clone(), call.deadline);
             if finished {

@@ -13,7 +13,7 @@
 //! | `tq:{h}:pending` | list of uuids | offers not yet claimed, oldest first |
 //! | `tq:{h}:call:<uuid>` | hash | the offer, its state, the instances of both sides |
 //! | `tq:{h}:call:<uuid>:c2a`, `:a2c` | streams | the exchange each way, in order |
-//! | `tq:uuid:<uuid>` | string | the host of a call (`CallUpdate` names only the uuid) |
+//! | `tq:uuid:<uuid>` | string | a call's hash key (`CallUpdate` names only the uuid) |
 //!
 //! - **An offer** (one script): prune what expired; no live answerer → `NOT_FOUND` at once;
 //!   callers at the cap → `UNAVAILABLE`; else the call is stored and queued.
@@ -42,22 +42,27 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-use crate::queue::{AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer};
+use crate::queue::{
+    AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer, no_such_call,
+};
 
 /// How often a waiting answerer looks for an offer without a doorbell.
 pub const CLAIM_RESCAN: Duration = Duration::from_secs(1);
 /// How often an exchange's reader reads its stream without a doorbell.
 pub const STREAM_RESCAN: Duration = Duration::from_millis(250);
-/// An answerer never takes an offer older than this (goutils: 10 s deadline less 2 s).
-pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(8);
+/// An answerer never takes an offer older than this: 2 s before its deadline (goutils'
+/// rule), so an exchange always has some time left.
+pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(tether_rpc::OFFER_DEADLINE.as_secs() - 2);
 /// Most answerers (waiting or busy) per host, as goutils' queue.
 pub const MAX_ANSWERERS_PER_HOST: usize = 4;
 /// How long a presence lasts without a refresh.
 const PRESENCE_TTL_MS: u64 = 6000;
 /// How often presences are refreshed.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(2);
-/// How long a call's keys live (the offer deadline and some slack).
-const CALL_TTL_MS: u64 = 15_000;
+/// How long a call's keys live: its offer deadline and 5 s of slack.
+const CALL_TTL_MS: u64 = (tether_rpc::OFFER_DEADLINE.as_secs() + 5) * 1000;
+/// Most entries an exchange stream keeps (approximately: `MAXLEN ~`).
+const STREAM_MAXLEN: usize = 256;
 /// Messages buffered each way in one exchange, locally.
 const EXCHANGE_BUFFER: usize = 64;
 
@@ -66,9 +71,17 @@ pub const HOST_OFFLINE: &str = "host appears to be offline; ensure machine is on
 /// The message a caller (or answerer) gets past the per-host caps.
 pub const TOO_MANY: &str = "too many connection attempts; please wait a bit and try again";
 
-const OFFER: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+/// The first lines of every script that ages things: `now`, Redis' clock in milliseconds.
+/// Every age and expiry is on it, never an instance's clock.
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    };
+}
+
+const OFFER: &str = concat!(
+    lua_now!(),
+    r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -81,7 +94,7 @@ redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[8])
 redis.call('RPUSH', KEYS[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ARGV[8])
-redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[8])
+redis.call('SET', KEYS[6], KEYS[5], 'PX', ARGV[8])
 local bells = {'ok'}
 local seen = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -89,11 +102,12 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if iid and not seen[iid] then seen[iid] = true; table.insert(bells, iid) end
 end
 return bells
-"#;
+"#
+);
 
-const PRESENT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const PRESENT: &str = concat!(
+    lua_now!(),
+    r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -103,11 +117,12 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 60000)
 return 'ok'
-"#;
+"#
+);
 
-const CLAIM: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const CLAIM: &str = concat!(
+    lua_now!(),
+    r#"
 while true do
   local uuid = redis.call('LPOP', KEYS[3])
   if not uuid then return false end
@@ -121,36 +136,37 @@ while true do
     return {uuid, tostring(now - tonumber(c[2])), c[3], c[4], c[5], c[6]}
   end
 end
-"#;
+"#
+);
 
 /// A caller's update, in one round trip: find the call's host, check the caller is the one
 /// who made it, append to the caller-to-answerer stream, and ring the answerer's instance if
 /// one has claimed the call. (The answerer is read after the append, in the same script, so a
 /// claim can never fall between the two and miss both the entry and the doorbell.)
 const UPDATE: &str = r#"
-local host = redis.call('GET', KEYS[1])
-if not host then return 'gone' end
-local call = 'tq:{' .. host .. '}:call:' .. ARGV[1]
+local call = redis.call('GET', KEYS[1])
+if not call then return 'gone' end
 if redis.call('HGET', call, 'entity') ~= ARGV[2] then return 'gone' end
 local stream = call .. ':c2a'
-local entry = {'k', ARGV[4]}
-for i = 5, #ARGV do table.insert(entry, ARGV[i]) end
-redis.call('XADD', stream, 'MAXLEN', '~', 256, '*', unpack(entry))
+local entry = {'k', ARGV[6]}
+for i = 7, #ARGV do table.insert(entry, ARGV[i]) end
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', unpack(entry))
 redis.call('PEXPIRE', stream, ARGV[3])
 local answerer = redis.call('HGET', call, 'answerer')
 if answerer then
   local iid = string.match(answerer, '^([^:]+):')
-  if iid then redis.call('PUBLISH', 'tq:bell:' .. iid, 'c:' .. ARGV[1] .. ':c2a') end
+  if iid then redis.call('PUBLISH', ARGV[5] .. iid, 'c:' .. ARGV[1] .. ':c2a') end
 end
 return 'ok'
 "#;
 
-const BUSY: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const BUSY: &str = concat!(
+    lua_now!(),
+    r#"
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 return 'ok'
-"#;
+"#
+);
 
 /// What a claim hands the answerer's side.
 struct Claimed<'a> {
@@ -210,6 +226,11 @@ pub struct RedisQueue {
     update: redis::Script,
     /// Doorbells rung for this instance: what to read again (`h:<host>`, `c:<uuid>:<dir>`).
     bells: broadcast::Sender<String>,
+}
+
+/// The liveness key of instance `iid`.
+fn instance_key(iid: &str) -> String {
+    format!("tq:inst:{iid}")
 }
 
 /// The doorbell channel of instance `iid`.
@@ -304,7 +325,7 @@ impl RedisQueue {
             while let Some(q) = weak.upgrade() {
                 let mut con = q.con.clone();
                 let _: Result<(), _> = redis::cmd("SET")
-                    .arg(format!("tq:inst:{}", q.iid))
+                    .arg(instance_key(&q.iid))
                     .arg("1")
                     .arg("PX")
                     .arg(PRESENCE_TTL_MS)
@@ -440,7 +461,7 @@ async fn append(
     xadd.arg(key)
         .arg("MAXLEN")
         .arg("~")
-        .arg(256)
+        .arg(STREAM_MAXLEN)
         .arg("*")
         .arg("k")
         .arg(&entry.kind);
@@ -479,7 +500,7 @@ async fn other_side_lost(
     }
     if let Some(iid) = peer.as_deref().and_then(|p| p.split(':').next()) {
         let alive: bool = redis::cmd("EXISTS")
-            .arg(format!("tq:inst:{iid}"))
+            .arg(instance_key(iid))
             .query_async(con)
             .await?;
         if !alive {
@@ -568,7 +589,6 @@ impl CallQueue for RedisQueue {
             .arg(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX))
             .arg(&self.iid)
             .arg(CALL_TTL_MS)
-            .arg(host)
             .invoke_async(&mut con)
             .await
             .map_err(unavailable)?;
@@ -652,6 +672,8 @@ impl CallQueue for RedisQueue {
             .arg(uuid)
             .arg(entity)
             .arg(CALL_TTL_MS)
+            .arg(STREAM_MAXLEN)
+            .arg(bell_channel(""))
             .arg(&entry.kind);
         for (name, value) in &entry.fields {
             invocation.arg(name).arg(value);
@@ -662,9 +684,7 @@ impl CallQueue for RedisQueue {
             .await
             .map_err(unavailable)?;
         if verdict != "ok" {
-            return Err(Status::not_found(format!(
-                "no call in progress with uuid {uuid:?}"
-            )));
+            return Err(no_such_call(uuid));
         }
         Ok(())
     }
