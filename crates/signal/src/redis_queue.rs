@@ -544,6 +544,68 @@ async fn read_after(
         .collect())
 }
 
+/// One side's reader of an exchange stream.
+struct StreamReader {
+    con: ConnectionManager,
+    /// The call's hash key.
+    call: String,
+    /// The stream this side reads.
+    stream: String,
+    /// The field of the call naming the other side's instance (`answerer`, `caller`).
+    other_side: &'static str,
+    /// The doorbell that says the stream has news.
+    bell: String,
+    /// This instance's doorbells, subscribed before the first read.
+    bells: broadcast::Receiver<String>,
+    deadline: Instant,
+}
+
+impl StreamReader {
+    /// Hands every message of the stream, decoded by `decode`, to `tx`, until one that
+    /// `is_last` says ends it, the deadline, or `tx`'s reader going away. When the stream has
+    /// nothing new and the other side is gone, or Redis fails, `tx` gets that as `error`.
+    async fn relay<M>(
+        mut self,
+        tx: mpsc::Sender<M>,
+        decode: fn(&Entry) -> Option<M>,
+        is_last: fn(&M) -> bool,
+        error: fn(Status) -> M,
+    ) {
+        let mut last = "0-0".to_string();
+        while Instant::now() < self.deadline && !tx.is_closed() {
+            let failure = match read_after(&mut self.con, &self.stream, &last).await {
+                Ok(entries) if entries.is_empty() => {
+                    // Nothing new: is anyone still on the other side?
+                    match other_side_lost(&mut self.con, &self.call, self.other_side).await {
+                        Ok(lost) => lost,
+                        Err(e) => Some(unavailable(e)),
+                    }
+                }
+                Ok(entries) => {
+                    for (id, entry) in entries {
+                        last = id;
+                        let Some(message) = decode(&entry) else {
+                            continue;
+                        };
+                        let end = is_last(&message);
+                        if tx.send(message).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(unavailable(e)),
+            };
+            if let Some(status) = failure {
+                let _ = tx.send(error(status)).await;
+                return;
+            }
+            let bell = &self.bell;
+            doorbell(&mut self.bells, |b| b == bell, STREAM_RESCAN).await;
+        }
+    }
+}
+
 /// Removes an answerer's presences when its wait ends, however it ends.
 struct Presence {
     con: ConnectionManager,
@@ -598,55 +660,31 @@ impl CallQueue for RedisQueue {
             _ => return Err(Status::unavailable(TOO_MANY)),
         }
         // Subscribed before the first read, so no ring for it is missed.
-        let mut bells = self.bells.subscribe();
+        let bells = self.bells.subscribe();
         let host_bell = format!("h:{host}");
         for iid in &verdict[1..] {
             Self::ring(&self.con, iid, &host_bell).await;
         }
         let (tx, from_answerer) = mpsc::channel(EXCHANGE_BUFFER);
-        let a2c = format!("{call}:a2c");
-        let my_bell = format!("c:{}:a2c", offer.uuid);
-        let (callers, uuid, deadline) = (keys.callers, offer.uuid.clone(), offer.deadline);
+        let reader = StreamReader {
+            con: con.clone(),
+            stream: format!("{call}:a2c"),
+            call,
+            other_side: "answerer",
+            bell: format!("c:{}:a2c", offer.uuid),
+            bells,
+            deadline: offer.deadline,
+        };
+        let (callers, uuid) = (keys.callers, offer.uuid.clone());
         tokio::spawn(async move {
-            let mut last = "0-0".to_string();
-            let mut ended = false;
-            while !ended && Instant::now() < deadline && !tx.is_closed() {
-                match read_after(&mut con, &a2c, &last).await {
-                    Ok(entries) if entries.is_empty() => {
-                        // Nothing new: is anyone still on the other side?
-                        match other_side_lost(&mut con, &call, "answerer").await {
-                            Ok(None) => {}
-                            Ok(Some(lost)) => {
-                                let _ = tx.send(FromAnswerer::Error(lost)).await;
-                                break;
-                            }
-                            Err(e) => {
-                                let _ = tx.send(FromAnswerer::Error(unavailable(e))).await;
-                                break;
-                            }
-                        }
-                    }
-                    Ok(entries) => {
-                        for (id, entry) in entries {
-                            last = id;
-                            let Some(message) = entry.to_caller() else {
-                                continue;
-                            };
-                            ended = matches!(message, FromAnswerer::Done | FromAnswerer::Error(_));
-                            if tx.send(message).await.is_err() || ended {
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(FromAnswerer::Error(unavailable(e))).await;
-                        break;
-                    }
-                }
-                if !ended {
-                    doorbell(&mut bells, |b| b == my_bell, STREAM_RESCAN).await;
-                }
-            }
+            reader
+                .relay(
+                    tx,
+                    Entry::to_caller,
+                    |m| matches!(m, FromAnswerer::Done | FromAnswerer::Error(_)),
+                    FromAnswerer::Error,
+                )
+                .await;
             let _: Result<(), _> = redis::cmd("ZREM")
                 .arg(&callers)
                 .arg(&uuid)
@@ -806,48 +844,21 @@ impl RedisQueue {
             });
         }
         // Inbound: the caller's messages until it is done or the deadline passes.
-        {
-            let mut con = self.con.clone();
-            let mut bells = self.bells.subscribe();
-            let my_bell = format!("c:{uuid}:c2a");
-            tokio::spawn(async move {
-                let mut last = "0-0".to_string();
-                while Instant::now() < deadline && !inbound.is_closed() {
-                    match read_after(&mut con, &c2a, &last).await {
-                        Ok(entries) if entries.is_empty() => {
-                            match other_side_lost(&mut con, &call, "caller").await {
-                                Ok(None) => {}
-                                Ok(Some(lost)) => {
-                                    let _ = inbound.send(FromCaller::Error(lost)).await;
-                                    return;
-                                }
-                                Err(e) => {
-                                    let _ = inbound.send(FromCaller::Error(unavailable(e))).await;
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(entries) => {
-                            for (id, entry) in entries {
-                                last = id;
-                                let Some(message) = entry.to_answerer() else {
-                                    continue;
-                                };
-                                let end = !matches!(message, FromCaller::Candidate(_));
-                                if inbound.send(message).await.is_err() || end {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            let _ = inbound.send(FromCaller::Error(unavailable(e))).await;
-                            return;
-                        }
-                    }
-                    doorbell(&mut bells, |b| b == my_bell, STREAM_RESCAN).await;
-                }
-            });
-        }
+        let reader = StreamReader {
+            con: self.con.clone(),
+            stream: c2a,
+            call,
+            other_side: "caller",
+            bell: format!("c:{uuid}:c2a"),
+            bells: self.bells.subscribe(),
+            deadline,
+        };
+        tokio::spawn(reader.relay(
+            inbound,
+            Entry::to_answerer,
+            |m| !matches!(m, FromCaller::Candidate(_)),
+            FromCaller::Error,
+        ));
         AnswererSide {
             offer: Offer {
                 uuid: uuid.to_string(),
