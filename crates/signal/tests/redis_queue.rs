@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_rtc::Candidate;
-use tether_signal::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
+use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller, Offer};
 use tether_signal::redis_queue::{HOST_OFFLINE, RedisQueue, TOO_MANY};
 use tokio::time::Instant;
 use tonic::Code;
@@ -31,6 +31,14 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
+        Redis {
+            child: Redis::spawn(port),
+            port,
+        }
+    }
+
+    /// A server on `port`, once it accepts connections.
+    fn spawn(port: u16) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -46,7 +54,14 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        child
+    }
+
+    /// Kills the server and starts an empty one on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Redis::spawn(self.port);
     }
 
     fn url(&self) -> String {
@@ -85,6 +100,15 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An answerer of `hosts` waiting on `queue`, on a task of its own.
+fn waiting(
+    queue: &Arc<RedisQueue>,
+    hosts: &[String],
+) -> tokio::task::JoinHandle<Result<AnswererSide, tonic::Status>> {
+    let (queue, hosts) = (queue.clone(), hosts.to_vec());
+    tokio::spawn(async move { queue.recv_offer(&hosts).await })
 }
 
 fn offer(entity: &str) -> Offer {
@@ -130,10 +154,7 @@ async fn an_answerer_on_one_instance_answers_a_caller_on_another_in_order_both_w
     let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     assert_ne!(a.instance(), b.instance());
     let hosts = vec!["rover".to_string(), "rover.local".to_string()];
-    let answering = {
-        let b = b.clone();
-        tokio::spawn(async move { b.recv_offer(&hosts).await })
-    };
+    let answering = waiting(&b, &hosts);
     // The answerer is present within a refresh.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = offer("alice");
@@ -324,10 +345,7 @@ async fn an_offer_older_than_eight_seconds_is_not_handed_to_a_late_answerer() {
     tokio::time::sleep(Duration::from_millis(8200)).await;
     redis.cli(&["ZREM", "tq:{rover}:ans", "dead-instance:1"]);
     // A new answerer comes: the stale offer is not handed to it, a fresh one is.
-    let answering = {
-        let (a, hosts) = (a.clone(), hosts.clone());
-        tokio::spawn(async move { a.recv_offer(&hosts).await })
-    };
+    let answering = waiting(&a, &hosts);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!answering.is_finished(), "an 8 s old offer was handed out");
     let fresh = offer("alice");
@@ -373,10 +391,7 @@ async fn offers_and_exchange_messages_arrive_at_the_doorbell_not_the_rescan() {
     let mut claims = Vec::new();
     let mut answers = Vec::new();
     for _ in 0..5 {
-        let answering = {
-            let (b, hosts) = (b.clone(), hosts.clone());
-            tokio::spawn(async move { b.recv_offer(&hosts).await })
-        };
+        let answering = waiting(&b, &hosts);
         // Well into its wait: a rescan is up to 1 s away.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let t0 = Instant::now();
@@ -410,10 +425,7 @@ async fn when_either_sides_instance_dies_mid_exchange_the_other_side_hears_at_on
     let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let hosts = vec!["rover".to_string()];
     for dead in ["answerer", "caller"] {
-        let answering = {
-            let (b, hosts) = (b.clone(), hosts.clone());
-            tokio::spawn(async move { b.recv_offer(&hosts).await })
-        };
+        let answering = waiting(&b, &hosts);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut caller = a.send_offer("rover", offer("alice")).await.unwrap();
         let mut side = answering.await.unwrap().unwrap();
@@ -451,28 +463,14 @@ async fn after_a_redis_restart_answerers_come_back_and_calls_in_flight_end_unava
     let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let hosts = vec!["rover".to_string()];
     // One call in flight, one answerer waiting.
-    let first = {
-        let (b, hosts) = (b.clone(), hosts.clone());
-        tokio::spawn(async move { b.recv_offer(&hosts).await })
-    };
+    let first = waiting(&b, &hosts);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut in_flight = a.send_offer("rover", offer("alice")).await.unwrap();
     let _side = first.await.unwrap().unwrap();
-    let waiting = {
-        let (b, hosts) = (b.clone(), hosts.clone());
-        tokio::spawn(async move { b.recv_offer(&hosts).await })
-    };
+    let waiting = waiting(&b, &hosts);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Redis restarts empty, on the same port.
-    let port = redis.port;
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
-    redis.child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    redis.restart();
     let restarted = Instant::now();
     // The call in flight ends UNAVAILABLE, not at its deadline.
     let status =
@@ -511,10 +509,7 @@ async fn with_doorbells_lost_offers_still_arrive_by_the_rescan() {
     let a = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let b = RedisQueue::connect(&redis.url(), 50).await.unwrap();
     let hosts = vec!["rover".to_string()];
-    let answering = {
-        let (b, hosts) = (b.clone(), hosts.clone());
-        tokio::spawn(async move { b.recv_offer(&hosts).await })
-    };
+    let answering = waiting(&b, &hosts);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Subscribing forbidden and every subscriber cut: no doorbell reaches anyone (publishing
     // still works, to nobody).
