@@ -263,10 +263,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "connect with address \"{dial}\", e.g. Python: RobotClient.at_address(\"{dial}\", {python_options})"
     );
     let options = ServerOptions {
-        max_connections: config.network.max_connections,
-        max_connections_per_address: config.network.max_connections_per_address,
-        idle_timeout: config.network.idle_timeout,
-        tls,
+        connection: server::ConnectionOptions {
+            max_connections: config.network.max_connections,
+            max_connections_per_address: config.network.max_connections_per_address,
+            idle_timeout: config.network.idle_timeout,
+            tls,
+            ..Default::default()
+        },
         auth,
         webrtc: (!config.network.disable_webrtc).then(|| server::WebRtcOptions {
             ice_servers: config.network.ice_servers.clone(),
@@ -276,7 +279,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fqdn: config.network.fqdn.clone(),
         bind_address: config.network.bind_address.clone(),
         allowed_origins: config.network.allowed_origins.clone(),
-        ..ServerOptions::default()
     };
     server::run(
         listeners,

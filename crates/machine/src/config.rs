@@ -28,18 +28,10 @@ pub const MIN_HEARTBEAT_WINDOW: Duration = Duration::from_millis(30);
 pub const MAX_HEARTBEAT_WINDOW: Duration = Duration::from_secs(60);
 /// The default per-actuator deadline for a Stop after a session expires.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection with no call in flight is kept open by default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on WebRTC peer connections at once.
 pub const DEFAULT_MAX_WEBRTC_PEERS: usize = 128;
-/// The default cap of connections from one address: a quarter of the limit, but never fewer
-/// than 16 (or the whole limit, when that is smaller): a browser or an SDK opens several.
-pub fn default_per_address(max_connections: usize) -> usize {
-    (max_connections / 4).max(max_connections.min(16))
-}
-
-/// The default limit on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The connection defaults are the serving crate's: the signaling service shares them.
+pub use tether_serve::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, default_per_address};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]

@@ -8,12 +8,9 @@
 //! method → the model (the simulated ones are each API's `fake`, built on [`sim`]).
 
 pub mod apis;
-pub mod auth;
 pub mod commanders;
 pub mod config;
 pub mod convert;
-pub mod deadline;
-pub mod limits;
 pub mod machine;
 pub mod operations;
 pub mod origin;
@@ -26,8 +23,8 @@ pub mod sim;
 /// The poison-tolerant lock helpers (tether-rpc's).
 pub use tether_rpc::sync;
 pub mod telemetry;
-pub mod tls;
-pub mod web;
+/// What the machine serves with, shared with the standalone signaling service.
+pub use tether_serve::{auth, deadline, limits, tls, web};
 pub mod webrtc;
 
 /// The embedded demo machine's config: a rover with one of every component.

@@ -25,27 +25,7 @@ use tether_signal::Hosts;
 
 use crate::sessions::PeerInfo;
 
-/// A request extension set on connections that are not TLS.
-#[derive(Debug, Clone, Copy)]
-pub struct Plaintext;
-
-/// A content type's media type: what comes before any `;` parameters, trimmed.
-pub fn media_type(value: &[u8]) -> &[u8] {
-    value
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(value)
-        .trim_ascii()
-}
-
-/// Whether a content type is one gRPC (or gRPC-web) is carried with.
-pub fn is_grpc_content_type(value: &[u8]) -> bool {
-    let value = media_type(value);
-    value.eq_ignore_ascii_case(b"application/grpc")
-        || value.len() > b"application/grpc".len()
-            && value[..b"application/grpc".len()].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(value[b"application/grpc".len()], b'+' | b'-')
-}
+pub use tether_serve::{Plaintext, is_grpc_content_type, media_type};
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let mut r = Response::new(Body::from(format!("{message}\n")));

@@ -112,6 +112,11 @@ pub const MAX_CANDIDATE_BYTES: usize = 4 * 1024;
 /// The largest signaling message a server should decode (an SDP, a candidate, some framing).
 pub const MAX_SIGNALING_MESSAGE: usize = 2 * MAX_SDP_BYTES;
 
+/// The signaling service's gRPC name, as the generated server declares it.
+pub const SIGNALING_SERVICE: &str = <pb::signaling_service_server::SignalingServiceServer<
+    SignalingApi,
+> as tonic::server::NamedService>::NAME;
+
 /// Refuses an SDP over [`MAX_SDP_BYTES`].
 fn check_sdp(what: &str, sdp: &str) -> Result<(), Status> {
     if sdp.len() > MAX_SDP_BYTES {

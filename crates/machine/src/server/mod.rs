@@ -8,20 +8,11 @@
 //! session expiry driver, and on shutdown closes the listeners, asks every connection to finish
 //! (GOAWAY) and gives control back within a grace period.
 
-mod connection;
 mod datagrams;
-mod idle;
-mod negotiate;
 mod router;
 
-use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
-use http::{Request, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,9 +20,9 @@ use tower::ServiceBuilder;
 
 pub use datagrams::bind as bind_datagrams;
 pub use router::app;
+pub use tether_serve::{BindError, ConnectionOptions, Stack, bind};
 
 use crate::auth::{AuthLayer, Authenticator};
-use crate::config::split_host_port;
 use crate::deadline::DeadlineLayer;
 use crate::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::machine::Machine;
@@ -39,65 +30,25 @@ use crate::operations::OperationsLayer;
 use crate::origin::OriginLayer;
 use crate::sessions::SessionLayer;
 use crate::webrtc::{Answerer, CallQueue, Hosts, MemoryQueue, SignalingApi};
+use tether_serve::{ConnectionHook, ConnectionScope, Opened, Protocol};
 use tether_signal::Answerers;
-
-/// The one tower stack every call goes through, whichever transport it came by: HTTP/2 or
-/// HTTP/1 connections here, WebRTC data channels in [`crate::webrtc`].
-pub trait Stack:
-    tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> Stack for S where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The bind address is malformed.
-    #[error("bad bind address: {0}")]
-    Address(String),
-    /// Binding failed.
-    #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: io::Error },
+    /// The listen address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// gRPC reflection could not index our descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
 }
 
-/// Connection-level settings.
+/// The machine's serving settings.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Most connections served at once.
-    pub max_connections: usize,
-    /// Most connections from one address (an IPv4 address or an IPv6 /64) at once.
-    pub max_connections_per_address: usize,
-    /// Time a unary call's request has to arrive whole.
-    pub request_timeout: Duration,
-    /// Time a new connection has to send its first bytes (HTTP/2 preface or HTTP/1 headers).
-    pub header_read_timeout: Duration,
-    /// Interval of HTTP/2 keepalive pings.
-    pub keepalive_interval: Duration,
-    /// Time to wait for a keepalive ping's answer before closing the connection.
-    pub keepalive_timeout: Duration,
-    /// Concurrent streams per HTTP/2 connection.
-    pub max_concurrent_streams: u32,
-    /// Time connections get to finish after shutdown starts.
-    pub shutdown_grace: Duration,
-    /// A connection with no call in flight for this long is closed.
-    pub idle_timeout: Duration,
-    /// TLS, when the port serves it.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection-level settings (limits, timeouts, TLS).
+    pub connection: ConnectionOptions,
     /// Authentication, when API keys are configured.
     pub auth: Option<Arc<Authenticator>>,
     /// WebRTC (signaling on this port and the machine's answerer), unless disabled.
@@ -145,18 +96,7 @@ impl Default for WebRtcOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_address: crate::config::default_per_address(
-                crate::config::DEFAULT_MAX_CONNECTIONS,
-            ),
-            request_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(20),
-            keepalive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 1024,
-            shutdown_grace: Duration::from_secs(5),
-            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
-            tls: None,
+            connection: ConnectionOptions::default(),
             auth: None,
             webrtc: Some(WebRtcOptions::default()),
             fqdn: None,
@@ -166,44 +106,44 @@ impl Default for ServerOptions {
     }
 }
 
-/// Binds `host:port` on every address the host resolves to (`localhost` → 127.0.0.1 and ::1),
-/// all on one port. Addresses that cannot be bound are skipped if at least one can.
-pub async fn bind(address: &str) -> Result<Vec<TcpListener>, ServeError> {
-    let (host, port) = split_host_port(address).map_err(|e| ServeError::Address(e.to_string()))?;
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: address.into(),
-            source,
-        })?
-        .collect();
-    let mut ips: Vec<_> = resolved.iter().map(|a| a.ip()).collect();
-    ips.dedup();
-    let mut listeners: Vec<TcpListener> = Vec::new();
-    let mut first_error = None;
-    let mut port = port;
-    for ip in ips {
-        match TcpListener::bind(SocketAddr::new(ip, port)).await {
-            Ok(l) => {
-                if port == 0 {
-                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-                }
-                listeners.push(l);
-            }
-            Err(e) => {
-                tracing::debug!(%ip, port, error = %e, "cannot bind one of the resolved addresses");
-                first_error.get_or_insert(e);
-            }
+/// What the machine keeps per connection: the connection in its telemetry, and on HTTP/2
+/// connections the link that stops what they command without a session when they end.
+struct MachineHook(Arc<crate::telemetry::Telemetry>);
+
+struct MachineScope {
+    _counted: crate::telemetry::OpenConnection,
+    link: Option<(
+        crate::commanders::ConnectionLink,
+        tokio_util::sync::DropGuard,
+    )>,
+    budget: crate::sessions::BufferBudget,
+}
+
+impl ConnectionHook for MachineHook {
+    fn opened(&self, c: &Opened) -> Box<dyn ConnectionScope> {
+        let http2 = c.protocol == Protocol::Http2;
+        Box::new(MachineScope {
+            _counted: self
+                .0
+                .connection(crate::telemetry::tcp_transport(http2, c.tls)),
+            // An HTTP/2 connection lasts: what it commands without a session is stopped when
+            // it ends. HTTP/1.1 connections come and go as a browser pools them: no link, only
+            // sessions cover their commands.
+            link: http2.then(|| crate::commanders::ConnectionLink::new("h2")),
+            // One budget for the first messages every monitored call on this connection
+            // buffers.
+            budget: crate::sessions::BufferBudget::default(),
+        })
+    }
+}
+
+impl ConnectionScope for MachineScope {
+    fn prepare(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.budget.clone());
+        if let Some((link, _)) = &self.link {
+            extensions.insert(link.clone());
         }
     }
-    if listeners.is_empty() {
-        return Err(ServeError::Bind {
-            address: address.into(),
-            source: first_error
-                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")),
-        });
-    }
-    Ok(listeners)
 }
 
 /// Serves `listeners` (and heartbeat datagrams on `datagram_sockets`, from
@@ -246,9 +186,19 @@ pub async fn run(
             machine.telemetry().clone(),
         ))
         .layer(OriginLayer::new(hosts.clone()))
-        .layer(MessageLimitLayer::new(MAX_MESSAGE_BYTES))
+        .layer(
+            MessageLimitLayer::new(MAX_MESSAGE_BYTES).with_service_limit(
+                tether_signal::service::SIGNALING_SERVICE,
+                tether_signal::service::MAX_SIGNALING_MESSAGE,
+            ),
+        )
         .layer(DeadlineLayer)
-        .option_layer(options.auth.clone().map(AuthLayer::new))
+        .option_layer(
+            options
+                .auth
+                .clone()
+                .map(|a| AuthLayer::new(a).with_open_paths(crate::page::is_open)),
+        )
         .layer(OperationsLayer::new(machine.operations().clone()))
         .layer(SessionLayer::new(machine.clone()))
         .service(router);
@@ -285,11 +235,11 @@ pub async fn run(
     let tracker = TaskTracker::new();
     // Browsers (CORS, gRPC-web) on TCP only: a WebRTC peer speaks gRPC framing itself.
     let web = crate::web::WebLayer::new(options.allowed_origins.clone()).wrap(service);
-    let options = connection::accept_all(
+    let options = tether_serve::accept_all(
         listeners,
         web,
-        options,
-        machine.telemetry().clone(),
+        options.connection,
+        Arc::new(MachineHook(machine.telemetry().clone())),
         &stop,
         &tracker,
     );

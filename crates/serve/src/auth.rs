@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use tether_proto::proto::rpc::v1 as rpc;
 use tonic::Status;
 
-use crate::sessions::{Entity, PeerInfo};
-use crate::sync::lock;
+use tether_rpc::context::{Entity, PeerInfo};
+use tether_rpc::sync::lock;
 
 /// The one method callable without a token.
 pub const AUTHENTICATE_PATH: &str = "/proto.rpc.v1.AuthService/Authenticate";
@@ -503,16 +503,27 @@ impl rpc::auth_service_server::AuthService for AuthApi {
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelAuthenticated;
 
-/// The tower layer requiring a valid token on every call but Authenticate (and `GET /`).
+/// The tower layer requiring a valid token on every call but Authenticate (and the plain
+/// `GET` paths the server says are open).
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    open: fn(&str) -> bool,
 }
 
 impl AuthLayer {
-    /// A layer checking tokens with `auth`.
+    /// A layer checking tokens with `auth`; no `GET` path is open.
     pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            open: |_| false,
+        }
+    }
+
+    /// The same layer letting a `GET` of the paths `open` accepts through without a token.
+    pub fn with_open_paths(mut self, open: fn(&str) -> bool) -> Self {
+        self.open = open;
+        self
     }
 }
 
@@ -523,6 +534,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         AuthService {
             inner,
             auth: self.auth.clone(),
+            open: self.open,
         }
     }
 }
@@ -532,6 +544,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    open: fn(&str) -> bool,
 }
 
 impl<S, B> tower::Service<Request<B>> for AuthService<S>
@@ -551,7 +564,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let path = req.uri().path();
         let open = path == AUTHENTICATE_PATH
-            || (req.method() == http::Method::GET && crate::page::is_open(path))
+            || (req.method() == http::Method::GET && (self.open)(path))
             // A WebRTC data channel: its caller authenticated at signaling, and the channel's
             // dispatcher has put that entity in the request.
             || req.extensions().get::<ChannelAuthenticated>().is_some();

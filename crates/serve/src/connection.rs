@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::idle::{Activity, CallActivity, TrackedBody, TrackedResponse};
-use super::negotiate::{Protocol, negotiate};
-use super::{ServerOptions, Stack};
-use crate::sessions::{PeerInfo, PeerKind};
+use crate::idle::{Activity, CallActivity, TrackedBody, TrackedResponse};
+use crate::negotiate::{Protocol, negotiate};
+use crate::{ConnectionHook, ConnectionOptions, Opened, Stack};
+use tether_rpc::context::{PeerInfo, PeerKind};
 use tether_rpc::sync::lock;
 
 /// HTTP/2 flow-control window of a connection (2 MiB).
@@ -124,22 +124,23 @@ impl Drop for Registered {
     }
 }
 
-/// Accepts on every listener until `stop`, serving each connection on `tracker`.
-pub(crate) fn accept_all<S: Stack>(
+/// Accepts on every listener until `stop`, serving each connection on `tracker` through
+/// `service`, with what `hook` adds to each connection.
+pub fn accept_all<S: Stack>(
     listeners: Vec<TcpListener>,
     service: S,
-    options: ServerOptions,
-    telemetry: Arc<crate::telemetry::Telemetry>,
+    options: ConnectionOptions,
+    hook: Arc<dyn ConnectionHook>,
     stop: &CancellationToken,
     tracker: &TaskTracker,
-) -> Arc<ServerOptions> {
+) -> Arc<ConnectionOptions> {
     let options = Arc::new(options);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let table = Arc::new(Mutex::new(Table::default()));
 
     for listener in listeners {
-        let (service, options, slots, rejecting, stop, conns, table, telemetry) = (
+        let (service, options, slots, rejecting, stop, conns, table, hook) = (
             service.clone(),
             options.clone(),
             slots.clone(),
@@ -147,7 +148,7 @@ pub(crate) fn accept_all<S: Stack>(
             stop.clone(),
             tracker.clone(),
             table.clone(),
-            telemetry.clone(),
+            hook.clone(),
         );
         tracker.spawn(async move {
             loop {
@@ -176,7 +177,7 @@ pub(crate) fn accept_all<S: Stack>(
                     continue;
                 }
                 let permit = slots.clone().try_acquire_owned().ok();
-                let (service, options, stop, slots, table, rejecting, tracker, telemetry) = (
+                let (service, options, stop, slots, table, rejecting, tracker, hook) = (
                     service.clone(),
                     options.clone(),
                     stop.clone(),
@@ -184,7 +185,7 @@ pub(crate) fn accept_all<S: Stack>(
                     table.clone(),
                     rejecting.clone(),
                     conns.clone(),
-                    telemetry.clone(),
+                    hook.clone(),
                 );
                 let span = tracing::info_span!(
                     "connection",
@@ -233,7 +234,7 @@ pub(crate) fn accept_all<S: Stack>(
                             activity,
                             evict,
                         };
-                        serve_connection(connection, service, &options, &telemetry, stop).await;
+                        serve_connection(connection, service, &options, &*hook, stop).await;
                         drop(permit);
                     },
                     span,
@@ -249,7 +250,7 @@ pub(crate) fn accept_all<S: Stack>(
 fn refuse(
     tracker: &TaskTracker,
     rejecting: &Arc<Semaphore>,
-    options: &Arc<ServerOptions>,
+    options: &Arc<ConnectionOptions>,
     stream: TcpStream,
     peer: SocketAddr,
     message: String,
@@ -281,8 +282,8 @@ struct Connection {
 async fn serve_connection<S>(
     connection: Connection,
     service: S,
-    options: &ServerOptions,
-    telemetry: &crate::telemetry::Telemetry,
+    options: &ConnectionOptions,
+    hook: &dyn ConnectionHook,
     stop: CancellationToken,
 ) where
     S: Stack,
@@ -316,30 +317,21 @@ async fn serve_connection<S>(
         },
     );
     tracing::debug!(%peer, ?protocol, "connection");
-    let _counted = telemetry.connection(crate::telemetry::tcp_transport(
-        protocol == Protocol::Http2,
-        options.tls.is_some(),
-    ));
+    // What the server keeps for the connection, released on every way out of here.
+    let scope: Arc<dyn crate::ConnectionScope> = Arc::from(hook.opened(&Opened {
+        protocol,
+        tls: options.tls.is_some(),
+        peer,
+        local,
+    }));
     let info = PeerInfo {
         kind: PeerKind::Grpc,
         remote: Some(peer),
         local,
     };
-    // An HTTP/2 connection lasts: what it commands without a session is stopped when it ends
-    // (the guard, dropped on every way out of here, says so). HTTP/1.1 connections come and go
-    // as a browser pools them: no link, only sessions cover their commands.
-    let (link, _link_guard) = match protocol {
-        Protocol::Http2 => {
-            let (link, guard) = crate::commanders::ConnectionLink::new("h2");
-            (Some(link), Some(guard))
-        }
-        Protocol::Http1 => (None, None),
-    };
     let tracked = activity.clone();
     let request_deadline = options.request_timeout;
     let call_span = span.clone();
-    // One budget for the first messages every monitored call on this connection buffers.
-    let budget = crate::sessions::BufferBudget::default();
     let plaintext = options.tls.is_none();
     // Every request learns its peer, and counts as in flight until its response body is done.
     let service = tower::service_fn(move |req: Request<Incoming>| {
@@ -353,12 +345,9 @@ async fn serve_connection<S>(
         let mut req =
             req.map(|body| Body::new(TrackedBody::new(body, call_activity.clone(), deadline)));
         req.extensions_mut().insert(info.clone());
-        req.extensions_mut().insert(budget.clone());
-        if let Some(link) = &link {
-            req.extensions_mut().insert(link.clone());
-        }
+        scope.prepare(req.extensions_mut());
         if plaintext {
-            req.extensions_mut().insert(crate::origin::Plaintext);
+            req.extensions_mut().insert(crate::Plaintext);
         }
         let call = {
             let _entered = call_span.enter();
@@ -436,7 +425,7 @@ async fn serve_connection<S>(
 }
 
 /// Answers every request on an over-limit connection with a clear error, then closes it.
-async fn reject_connection(stream: TcpStream, options: &ServerOptions, message: String) {
+async fn reject_connection(stream: TcpStream, options: &ConnectionOptions, message: String) {
     let timeout = options.header_read_timeout.min(REJECT_LINGER);
     let Ok((io, protocol)) = negotiate(stream, options.tls.as_ref(), timeout).await else {
         return;

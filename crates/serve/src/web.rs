@@ -29,7 +29,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response};
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::server::Stack;
+use crate::Stack;
 
 /// Request headers a gRPC-web client sends (the TypeScript SDK's set).
 pub const ALLOWED_REQUEST_HEADERS: &[&str] = &[
@@ -102,7 +102,7 @@ pub fn is_grpc_web(req: &Request<Body>) -> bool {
     ];
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .map(|v| crate::origin::media_type(v.as_bytes()))
+        .map(|v| crate::media_type(v.as_bytes()))
         .is_some_and(|v| TYPES.iter().any(|t| v.eq_ignore_ascii_case(t)))
 }
 

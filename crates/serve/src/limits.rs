@@ -61,16 +61,28 @@ where
     }
 }
 
-/// The tower layer applying [`MAX_MESSAGE_BYTES`] to gRPC request bodies.
+/// The tower layer applying [`MAX_MESSAGE_BYTES`] (or a service's own, smaller limit) to gRPC
+/// request bodies.
 #[derive(Clone, Copy)]
 pub struct MessageLimitLayer {
     limit: usize,
+    service: Option<(&'static str, usize)>,
 }
 
 impl MessageLimitLayer {
     /// A layer with the given limit.
     pub fn new(limit: usize) -> Self {
-        Self { limit }
+        Self {
+            limit,
+            service: None,
+        }
+    }
+
+    /// The same layer with a smaller limit for the calls of one gRPC service (signaling
+    /// carries an SDP or a candidate: a small one).
+    pub fn with_service_limit(mut self, service: &'static str, limit: usize) -> Self {
+        self.service = Some((service, limit.min(self.limit)));
+        self
     }
 }
 
@@ -80,36 +92,30 @@ impl<S> tower::Layer<S> for MessageLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MessageLimitService {
             inner,
-            limit: self.limit,
+            limit: *self,
         }
     }
 }
 
-/// The limit of one request message on `path`: signaling carries an SDP or a candidate, so it
-/// gets a small one; every other service the machine-wide one.
-fn limit_for(path: &str, machine_wide: usize) -> usize {
-    let service = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .map(|(s, _)| s);
-    if service == Some(SIGNALING_SERVICE) {
-        tether_signal::service::MAX_SIGNALING_MESSAGE.min(machine_wide)
-    } else {
-        machine_wide
+impl MessageLimitLayer {
+    /// The limit of one request message on `path`.
+    fn limit_for(&self, path: &str) -> usize {
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(s, _)| s);
+        match self.service {
+            Some((name, limit)) if service == Some(name) => limit,
+            _ => self.limit,
+        }
     }
 }
-
-/// The signaling service's name, as the generated server declares it.
-const SIGNALING_SERVICE: &str =
-    <tether_proto::proto::rpc::webrtc::v1::signaling_service_server::SignalingServiceServer<
-        tether_signal::SignalingApi,
-    > as tonic::server::NamedService>::NAME;
 
 /// See [`MessageLimitLayer`].
 #[derive(Clone)]
 pub struct MessageLimitService<S> {
     inner: S,
-    limit: usize,
+    limit: MessageLimitLayer,
 }
 
 impl<S, B> tower::Service<Request<B>> for MessageLimitService<S>
@@ -125,7 +131,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = LengthLimit::new(limit_for(req.uri().path(), self.limit));
+        let limit = LengthLimit::new(self.limit.limit_for(req.uri().path()));
         self.inner.call(req.map(|inner| LimitedBody {
             inner,
             limit,
