@@ -37,6 +37,20 @@ enum Command {
     Cert(CertArgs),
     /// Connect to a machine, list its resources, and print connection events as they happen.
     Connect(ConnectArgs),
+    /// Serve WebRTC signaling for a fleet: machines behind NAT answer through it, callers
+    /// reach them by name (in memory, or many instances on one Redis).
+    Signal(SignalArgs),
+}
+
+#[derive(clap::Args)]
+struct SignalArgs {
+    /// The service's config file (JSON: bind_address, api_keys with their grants,
+    /// redis_url, ice_servers, turn_rest, ...).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding bind_address.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -161,6 +175,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Cert(args) => cert(args),
         Command::Connect(args) => runtime.block_on(connect(args)),
+        Command::Signal(args) => runtime.block_on(signal(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,6 +307,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for f in &failures {
         tracing::error!("{f}");
     }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signal(args: SignalArgs) -> anyhow::Result<()> {
+    use tether_signal::standalone::{SignalConfig, serve};
+    let mut config = match &args.config {
+        Some(path) => SignalConfig::load(path)?,
+        None => SignalConfig::parse("{}", "the default config")?,
+    };
+    if let Some(bind) = args.bind {
+        tether_rpc::address::split_host_port(&bind).context("bad --bind address")?;
+        config.bind_address = bind;
+    }
+    let shutdown = shutdown_signal()?;
+    let transport = if config.tls.is_some() {
+        "TLS, ALPN h2 and http/1.1"
+    } else {
+        "h2c, plaintext"
+    };
+    let keys = config.keys.len();
+    serve(config, shutdown, |started| {
+        tracing::info!(
+            "tether {} signaling service: {}",
+            env!("CARGO_PKG_VERSION"),
+            match &started.instance {
+                Some(id) => format!("instance {id} on Redis"),
+                None => "in memory (one instance)".into(),
+            }
+        );
+        if keys == 0 {
+            tracing::warn!("no api_keys: anyone on this host may answer for and call any machine");
+        }
+        for addr in &started.addresses {
+            tracing::info!("listening on {addr} (signaling over {transport})");
+        }
+    })
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -277,13 +277,7 @@ impl RawCors {
             return Ok(crate::web::AllowedOrigins::Any);
         }
         for (i, origin) in list.iter().enumerate() {
-            let rest = origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"));
-            let ok = rest.is_some_and(|r| {
-                !r.is_empty() && !r.contains('/') && http::HeaderValue::from_str(origin).is_ok()
-            });
-            if !ok {
+            if !crate::web::AllowedOrigins::is_origin(origin) {
                 return Err(format!(
                     "network.cors.allowed_origins[{i}]: {origin:?} is not an origin \
                      (scheme://host[:port], as a browser sends it, or \"*\")"
@@ -318,35 +312,12 @@ impl RawIceServer {
             OneOrMany::One(u) => vec![u],
             OneOrMany::Many(u) => u,
         };
-        if urls.is_empty() {
-            return Err(format!("network.ice_servers[{index}]: urls is empty"));
-        }
-        for url in &urls {
-            let scheme = url.split(':').next().unwrap_or("");
-            match scheme {
-                "stun" | "stuns" => {}
-                "turn" | "turns" => {
-                    if self.username.is_empty() || self.credential.is_empty() {
-                        return Err(format!(
-                            "network.ice_servers[{index}]: {url:?} needs a username and a credential"
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "network.ice_servers[{index}]: {url:?} is not a stun:, stuns:, turn: or turns: URL"
-                    ));
-                }
-            }
-            if url.len() <= scheme.len() + 1 {
-                return Err(format!("network.ice_servers[{index}]: {url:?} has no host"));
-            }
-        }
-        Ok(tether_rtc::IceServer {
+        tether_rtc::IceServer {
             urls,
             username: self.username,
             credential: self.credential,
-        })
+        }
+        .checked(&format!("network.ice_servers[{index}]"))
     }
 }
 
@@ -825,49 +796,7 @@ fn valid_name(name: &str) -> bool {
 
 pub use tether_rpc::address::split_host_port;
 
-/// A text that is not a Go duration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a duration like \"2s\", \"500ms\" or \"1m30s\"")]
-pub struct DurationError(pub String);
-
-/// Parses a Go duration string (`"2s"`, `"30ms"`, `"1m30s"`, `"1.5s"`; units ns, us, µs, ms, s,
-/// m, h), as viam-server configs write them.
-pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
-    let bad = || DurationError(text.to_string());
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += value * nanos_per;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
-}
+pub use tether_rpc::duration::{DurationError, parse_go_duration};
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@
 
 pub mod address;
 pub mod context;
+pub mod duration;
 pub mod framing;
 pub mod grpc;
 pub mod heartbeat;

@@ -83,6 +83,37 @@ pub struct IceServer {
     pub credential: String,
 }
 
+impl IceServer {
+    /// The server, if its URLs are `stun:`, `stuns:`, `turn:` or `turns:` URLs with a host and
+    /// every TURN URL has credentials; otherwise a message starting with `at` (where a config
+    /// names it).
+    pub fn checked(self, at: &str) -> Result<Self, String> {
+        if self.urls.is_empty() {
+            return Err(format!("{at}: urls is empty"));
+        }
+        for url in &self.urls {
+            let scheme = url.split(':').next().unwrap_or("");
+            match scheme {
+                "stun" | "stuns" => {}
+                "turn" | "turns" => {
+                    if self.username.is_empty() || self.credential.is_empty() {
+                        return Err(format!("{at}: {url:?} needs a username and a credential"));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{at}: {url:?} is not a stun:, stuns:, turn: or turns: URL"
+                    ));
+                }
+            }
+            if url.len() <= scheme.len() + 1 {
+                return Err(format!("{at}: {url:?} has no host"));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// One ICE candidate as signaling carries it (`proto.rpc.webrtc.v1.ICECandidate`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Candidate {

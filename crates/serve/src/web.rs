@@ -62,6 +62,19 @@ pub enum AllowedOrigins {
     List(Vec<String>),
 }
 
+impl AllowedOrigins {
+    /// Whether `origin` is an origin as a browser sends it: `scheme://host[:port]`, http or
+    /// https.
+    pub fn is_origin(origin: &str) -> bool {
+        let rest = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        rest.is_some_and(|r| {
+            !r.is_empty() && !r.contains('/') && http::HeaderValue::from_str(origin).is_ok()
+        })
+    }
+}
+
 /// The CORS layer for `allowed`.
 fn cors(allowed: &AllowedOrigins) -> CorsLayer {
     let origin = match allowed {

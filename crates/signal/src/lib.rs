@@ -10,10 +10,12 @@
 //! layers set ([`tether_rpc::context`]). [`redis_queue::RedisQueue`] is the shared backend:
 //! many signaling instances on one Redis.
 
+pub mod fleet;
 pub mod queue;
 pub mod redis_queue;
 pub mod service;
+pub mod standalone;
 
-pub use queue::{CallQueue, MemoryQueue};
+pub use queue::{CallQueue, MemoryQueue, OfferSource};
 pub use redis_queue::RedisQueue;
 pub use service::{Answerers, Hosts, SignalingApi};

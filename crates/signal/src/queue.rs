@@ -67,9 +67,17 @@ pub struct AnswererSide {
     pub from_caller: mpsc::Receiver<FromCaller>,
 }
 
+/// Where an answerer takes offers from: the call queue itself (in process), or `Answer`
+/// streams to a standalone signaling service ([`crate::answer_client`]).
+#[tonic::async_trait]
+pub trait OfferSource: Send + Sync + 'static {
+    /// Waits for the next live offer for any of `hosts`.
+    async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status>;
+}
+
 /// Where offers wait for answerers.
 #[tonic::async_trait]
-pub trait CallQueue: Send + Sync + 'static {
+pub trait CallQueue: OfferSource {
     /// Queues `offer` for an answerer of `host`.
     async fn send_offer(&self, host: &str, offer: Offer) -> Result<CallerSide, Status>;
     /// Passes a caller's update to the answerer of call `uuid`, if `entity` made that call.
@@ -79,8 +87,6 @@ pub trait CallQueue: Send + Sync + 'static {
         entity: &str,
         update: FromCaller,
     ) -> Result<(), Status>;
-    /// Waits for the next live offer for any of `hosts`.
-    async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status>;
 }
 
 type Handoff = oneshot::Sender<AnswererSide>;
@@ -199,7 +205,10 @@ impl CallQueue for MemoryQueue {
             Err(_) => Err(Status::deadline_exceeded("call deadline passed")),
         }
     }
+}
 
+#[tonic::async_trait]
+impl OfferSource for MemoryQueue {
     async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status> {
         loop {
             let rx = {

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::queue::{
-    AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer, no_such_call,
+    AnswererSide, CallQueue, CallerSide, FromAnswerer, FromCaller, Offer, OfferSource, no_such_call,
 };
 
 /// How often a waiting answerer looks for an offer without a doorbell.
@@ -726,7 +726,10 @@ impl CallQueue for RedisQueue {
         }
         Ok(())
     }
+}
 
+#[tonic::async_trait]
+impl OfferSource for RedisQueue {
     async fn recv_offer(&self, hosts: &[String]) -> Result<AnswererSide, Status> {
         let member = format!("{}:{}", self.iid, uuid::Uuid::new_v4().simple());
         let keys: Vec<HostKeys> = hosts.iter().map(|h| HostKeys::new(h)).collect();

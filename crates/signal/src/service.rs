@@ -23,7 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tether_rpc::address::split_host_port;
 use tether_rpc::context::{PeerInfo, owner_of};
 
+use crate::fleet::{Grants, IceServers, Role, canonical_host};
 use crate::queue::{CallQueue, FromAnswerer, FromCaller, Offer};
+use tether_rpc::context::Entity;
 
 pub use tether_rpc::OFFER_DEADLINE;
 /// How often a waiting `Answer` stream gets a heartbeat.
@@ -86,10 +88,20 @@ impl Hosts {
 #[derive(Clone)]
 pub struct SignalingApi {
     queue: Arc<dyn CallQueue>,
-    hosts: Arc<Hosts>,
-    ice_servers: Arc<Vec<IceServer>>,
+    hosts: HostPolicy,
+    ice: Arc<IceServers>,
     heartbeat: Duration,
     answerers: Answerers,
+}
+
+/// Which `rpc-host` values a request may name.
+#[derive(Clone)]
+enum HostPolicy {
+    /// Embedded in a machine: only the machine's own names, all meaning its one canonical
+    /// host.
+    Machine(Arc<Hosts>),
+    /// A standalone service: any host the caller's key is granted.
+    Fleet(Arc<Grants>),
 }
 
 /// Who may answer calls through the `Answer` RPC.
@@ -140,11 +152,24 @@ fn check_candidate(candidate: &pb::IceCandidate) -> Result<(), Status> {
 }
 
 impl SignalingApi {
+    /// The service embedded in a machine: it answers only to the machine's `hosts`.
     pub fn new(queue: Arc<dyn CallQueue>, hosts: Arc<Hosts>, ice_servers: Vec<IceServer>) -> Self {
         Self {
             queue,
-            hosts,
-            ice_servers: Arc::new(ice_servers),
+            hosts: HostPolicy::Machine(hosts),
+            ice: Arc::new(IceServers::fixed(ice_servers)),
+            heartbeat: ANSWER_HEARTBEAT,
+            answerers: Answerers::Open,
+        }
+    }
+
+    /// A standalone service for a fleet: any host, as far as each caller's key is granted;
+    /// answerers connect over `Answer`, and both sides get `ice` (minted per key).
+    pub fn fleet(queue: Arc<dyn CallQueue>, grants: Arc<Grants>, ice: IceServers) -> Self {
+        Self {
+            queue,
+            hosts: HostPolicy::Fleet(grants),
+            ice: Arc::new(ice),
             heartbeat: ANSWER_HEARTBEAT,
             answerers: Answerers::Open,
         }
@@ -162,8 +187,15 @@ impl SignalingApi {
         self
     }
 
-    /// The `rpc-host` values of a request, checked against this machine's names.
-    fn hosts_of<T>(&self, r: &Request<T>, min: usize, max: usize) -> Result<Vec<String>, Status> {
+    /// The `rpc-host` values of a request, checked against this machine's names or the
+    /// caller's grants for `role`: the hosts to queue under.
+    fn hosts_of<T>(
+        &self,
+        r: &Request<T>,
+        min: usize,
+        max: usize,
+        role: Role,
+    ) -> Result<Vec<String>, Status> {
         let values: Vec<&str> = r
             .metadata()
             .get_all(tether_rpc::vocabulary::RPC_HOST_HEADER)
@@ -186,15 +218,36 @@ impl SignalingApi {
             if v.is_empty() {
                 return Err(Status::invalid_argument("rpc-host must not be empty"));
             }
-            if !self.hosts.accepts(v, local) {
-                return Err(Status::invalid_argument("host not preconfigured"));
-            }
-            if !out.contains(&self.hosts.canonical) {
-                out.push(self.hosts.canonical.clone());
+            let host = match &self.hosts {
+                HostPolicy::Machine(hosts) => {
+                    if !hosts.accepts(v, local) {
+                        return Err(Status::invalid_argument("host not preconfigured"));
+                    }
+                    hosts.canonical.clone()
+                }
+                HostPolicy::Fleet(grants) => {
+                    let host = canonical_host(v);
+                    grants.check(&Entity::of(r.extensions()), &host, role)?;
+                    host
+                }
+            };
+            if !out.contains(&host) {
+                out.push(host);
             }
         }
         Ok(out)
     }
+}
+
+fn ice_to_wire(servers: &[IceServer]) -> Vec<pb::IceServer> {
+    servers
+        .iter()
+        .map(|s| pb::IceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
 }
 
 fn status_to_wire(s: &Status) -> RpcStatus {
@@ -226,7 +279,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         &self,
         r: Request<pb::CallRequest>,
     ) -> Result<Response<BoxStream<pb::CallResponse>>, Status> {
-        let hosts = self.hosts_of(&r, 1, 1)?;
+        let hosts = self.hosts_of(&r, 1, 1, Role::Call)?;
         let entity = owner_of(r.extensions());
         let r = r.into_inner();
         if r.sdp.is_empty() {
@@ -291,7 +344,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         &self,
         r: Request<pb::CallUpdateRequest>,
     ) -> Result<Response<pb::CallUpdateResponse>, Status> {
-        self.hosts_of(&r, 1, 1)?;
+        self.hosts_of(&r, 1, 1, Role::Call)?;
         let entity = owner_of(r.extensions());
         let r = r.into_inner();
         use pb::call_update_request::Update;
@@ -321,17 +374,27 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
                  signaling service",
             ));
         }
-        let hosts = self.hosts_of(&r, 1, MAX_ANSWER_HOSTS)?;
+        let hosts = self.hosts_of(&r, 1, MAX_ANSWER_HOSTS, Role::Answer)?;
         let heartbeats = r
             .metadata()
             .get("heartbeats-allowed")
             .is_some_and(|v| v.as_bytes() == b"true");
+        // A fleet's answerer (a machine behind NAT) gets the service's ICE servers, TURN
+        // credentials minted for its key; an embedded answerer has its machine's own.
+        let ice = match &self.hosts {
+            HostPolicy::Fleet(_) => ice_to_wire(
+                &self
+                    .ice
+                    .for_entity(&Entity::of(r.extensions()), std::time::SystemTime::now()),
+            ),
+            HostPolicy::Machine(_) => Vec::new(),
+        };
         let mut answers = r.into_inner();
         let queue = self.queue.clone();
         let every = heartbeats.then_some(self.heartbeat);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            if let Err(status) = relay_answer(queue, hosts, every, &mut answers, &tx).await {
+            if let Err(status) = relay_answer(queue, hosts, ice, every, &mut answers, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -342,18 +405,13 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         &self,
         r: Request<pb::OptionalWebRtcConfigRequest>,
     ) -> Result<Response<pb::OptionalWebRtcConfigResponse>, Status> {
-        self.hosts_of(&r, 1, MAX_ANSWER_HOSTS)?;
+        self.hosts_of(&r, 1, MAX_ANSWER_HOSTS, Role::Config)?;
+        let entity = Entity::of(r.extensions());
         Ok(Response::new(pb::OptionalWebRtcConfigResponse {
             config: Some(pb::WebRtcConfig {
-                additional_ice_servers: self
-                    .ice_servers
-                    .iter()
-                    .map(|s| pb::IceServer {
-                        urls: s.urls.clone(),
-                        username: s.username.clone(),
-                        credential: s.credential.clone(),
-                    })
-                    .collect(),
+                additional_ice_servers: ice_to_wire(
+                    &self.ice.for_entity(&entity, std::time::SystemTime::now()),
+                ),
                 disable_trickle: false,
             }),
         }))
@@ -379,6 +437,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
 async fn relay_answer(
     queue: Arc<dyn CallQueue>,
     hosts: Vec<String>,
+    ice: Vec<pb::IceServer>,
     heartbeats: Option<Duration>,
     answers: &mut Streaming<pb::AnswerResponse>,
     tx: &mpsc::Sender<Result<pb::AnswerRequest, Status>>,
@@ -416,7 +475,7 @@ async fn relay_answer(
         stage: Some(Out::Init(pb::AnswerRequestInitStage {
             sdp: side.offer.sdp.clone(),
             optional_config: Some(pb::WebRtcConfig {
-                additional_ice_servers: Vec::new(),
+                additional_ice_servers: ice,
                 disable_trickle: side.offer.disable_trickle,
             }),
             deadline: Some(prost_types::Timestamp::from(deadline)),

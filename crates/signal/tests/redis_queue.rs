@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_rtc::Candidate;
-use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller, Offer};
+use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller, Offer, OfferSource};
 use tether_signal::redis_queue::{HOST_OFFLINE, RedisQueue, TOO_MANY};
 use tokio::time::Instant;
 use tonic::Code;
