@@ -289,6 +289,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webrtc: (!config.network.disable_webrtc).then(|| server::WebRtcOptions {
             ice_servers: config.network.ice_servers.clone(),
             max_peers: config.network.max_webrtc_peers,
+            remote: config
+                .cloud
+                .as_ref()
+                .map(|c| tether_signal::answer_client::RemoteSignaling {
+                    address: c.signaling_address.clone(),
+                    insecure: c.signaling_insecure,
+                    hosts: vec![c.fqdn.clone()],
+                    api_key: c.api_key.clone(),
+                }),
+            aliases: config
+                .cloud
+                .iter()
+                .flat_map(|c| std::iter::once(c.fqdn.clone()).chain(c.local_fqdn.clone()))
+                .collect(),
             ..server::WebRtcOptions::default()
         }),
         fqdn: config.network.fqdn.clone(),

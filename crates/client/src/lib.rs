@@ -30,7 +30,8 @@
 //! [`RobotClient::events`]; after the last attempt the client reports `ReconnectionFailed` and
 //! waits for the application. The library never exits the process.
 
-pub mod backoff;
+/// The reconnection policy (tether-rpc's, shared with the machine's answerer).
+pub use tether_rpc::backoff;
 mod channel;
 mod components;
 mod reconnect;

@@ -19,7 +19,7 @@ use tether_proto::viam::robot::v1::ResourceNamesRequest;
 use tether_proto::viam::robot::v1::robot_service_client::RobotServiceClient;
 use tokio::sync::mpsc;
 
-use crate::backoff::{Backoff, Failure, Next};
+use crate::backoff::{Backoff, Failure, Next, jitter_sample};
 use crate::channel::{ClientState, RobotChannel, Suspicion, authorized};
 use crate::session::HeartbeatPolicy;
 use crate::{ClientError, ConnectionEvent};
@@ -68,16 +68,6 @@ fn classify(e: &ClientError) -> Failure {
     } else {
         Failure::Transient
     }
-}
-
-/// A jitter sample in [0, 1) without a dependency: the sub-second clock is random enough to
-/// spread a fleet's retries.
-fn jitter_sample() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
 /// Runs until the client is dropped. It holds the client only while it looks at it, never

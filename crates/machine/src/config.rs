@@ -63,6 +63,119 @@ pub struct Config {
     pub revision: String,
     /// Authentication; `None` serves an open machine.
     pub auth: Option<AuthConfig>,
+    /// A fleet's signaling service the machine also answers through (`cloud`).
+    pub cloud: Option<CloudConfig>,
+}
+
+/// The `cloud` section, in viam-server's names, limited to what a machine needs to answer
+/// calls through a standalone signaling service. Nothing here makes the machine cloud-managed:
+/// its config stays this file.
+#[derive(Clone)]
+pub struct CloudConfig {
+    /// The signaling service's `host:port`.
+    pub signaling_address: String,
+    /// Plaintext (h2c) to the signaling service instead of TLS.
+    pub signaling_insecure: bool,
+    /// The name callers reach the machine by through the service (its `rpc-host`).
+    pub fqdn: String,
+    /// The machine's name on its LAN, which its own signaling also answers to.
+    pub local_fqdn: Option<String>,
+    /// The API key (id, key) the machine authenticates to the service with.
+    pub api_key: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CloudConfig {
+    /// The key id, never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudConfig")
+            .field("signaling_address", &self.signaling_address)
+            .field("signaling_insecure", &self.signaling_insecure)
+            .field("fqdn", &self.fqdn)
+            .field("local_fqdn", &self.local_fqdn)
+            .field("api_key_id", &self.api_key.as_ref().map(|(id, _)| id))
+            .finish()
+    }
+}
+
+/// The `cloud` members Tether takes.
+const CLOUD_FIELDS: &[&str] = &[
+    "signaling_address",
+    "signaling_insecure",
+    "fqdn",
+    "local_fqdn",
+    "api_key",
+];
+
+/// Validates the `cloud` section.
+fn validate_cloud(value: Value) -> Result<CloudConfig, String> {
+    let Value::Object(map) = value else {
+        return Err("cloud: must be an object".into());
+    };
+    for key in map.keys() {
+        if !CLOUD_FIELDS.contains(&key.as_str()) {
+            return Err(format!(
+                "cloud.{key}: cloud-managed machines are not supported (Tether does not fetch \
+                 its config from an app); the cloud section takes only {}, to answer calls \
+                 through a fleet's signaling service",
+                CLOUD_FIELDS.join(", ")
+            ));
+        }
+    }
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(format!("cloud.{name}: must be a non-empty string")),
+        }
+    };
+    let signaling_address = text("signaling_address")?.ok_or(
+        "cloud.signaling_address: required (host:port of the signaling service to answer \
+         through)",
+    )?;
+    split_host_port(&signaling_address).map_err(|e| format!("cloud.signaling_address: {e}"))?;
+    let signaling_insecure = match map.get("signaling_insecure") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("cloud.signaling_insecure: must be true or false".into()),
+    };
+    let fqdn =
+        text("fqdn")?.ok_or("cloud.fqdn: required (the name callers reach this machine by)")?;
+    let local_fqdn = text("local_fqdn")?;
+    for (name, v) in [("fqdn", Some(&fqdn)), ("local_fqdn", local_fqdn.as_ref())] {
+        if let Some(v) = v
+            && (v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(format!("cloud.{name}: {v:?} is not a host name"));
+        }
+    }
+    let api_key = match map.get("api_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(k)) => {
+            if let Some(extra) = k.keys().find(|n| *n != "id" && *n != "key") {
+                return Err(format!(
+                    "cloud.api_key.{extra}: unknown field (expected id, key)"
+                ));
+            }
+            match (k.get("id"), k.get("key")) {
+                (Some(Value::String(id)), Some(Value::String(key)))
+                    if !id.is_empty() && !key.is_empty() =>
+                {
+                    Some((id.clone(), key.clone()))
+                }
+                _ => {
+                    return Err("cloud.api_key: needs a non-empty \"id\" and \"key\"".into());
+                }
+            }
+        }
+        Some(_) => return Err("cloud.api_key: must be {\"id\": ..., \"key\": ...}".into()),
+    };
+    Ok(CloudConfig {
+        signaling_address,
+        signaling_insecure,
+        fqdn,
+        local_fqdn,
+        api_key,
+    })
 }
 
 impl Config {
@@ -401,16 +514,17 @@ impl RawConfig {
                 ));
             }
         }
-        if self.cloud.is_some() {
-            return Err(
-                "cloud: cloud-managed machines are not supported; remove the \
-                        \"cloud\" section to run this config locally"
-                    .into(),
-            );
-        }
+        let cloud = self.cloud.map(validate_cloud).transpose()?;
         let _ = (self.debug, self.disable_partial_start);
         let auth = self.auth.validate()?;
         let network = self.network.validate()?;
+        if cloud.is_some() && network.disable_webrtc {
+            return Err(
+                "cloud: answering through a signaling service is WebRTC; remove \
+                        network.disable_webrtc or the cloud section"
+                    .into(),
+            );
+        }
         let mut components = Vec::with_capacity(self.components.len());
         for (i, c) in self.components.into_iter().enumerate() {
             let at = format!("components[{i}] {:?}", c.name);
@@ -435,6 +549,7 @@ impl RawConfig {
             network,
             revision: self.revision,
             auth,
+            cloud,
         })
     }
 }
@@ -804,6 +919,73 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "test.json").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_cloud_section_names_a_signaling_service_and_nothing_cloud_managed() {
+        let c = Config::parse(
+            r#"{"cloud": {"signaling_address": "signal.fleet.test:8089",
+                          "signaling_insecure": true, "fqdn": "rover.fleet.test",
+                          "local_fqdn": "rover.local",
+                          "api_key": {"id": "rover-key", "key": "k"}}}"#,
+            "test.json",
+        )
+        .unwrap()
+        .cloud
+        .unwrap();
+        assert_eq!(c.signaling_address, "signal.fleet.test:8089");
+        assert!(c.signaling_insecure);
+        assert_eq!(c.local_fqdn.as_deref(), Some("rover.local"));
+        assert_eq!(c.api_key, Some(("rover-key".into(), "k".into())));
+        assert!(
+            !format!("{c:?}").contains("\"k\""),
+            "the key stays out of logs"
+        );
+        for (text, expect) in [
+            (
+                r#"{"cloud": {"id": "x", "secret": "y"}}"#,
+                "cloud.id: cloud-managed machines are not supported",
+            ),
+            (
+                r#"{"cloud": {"app_address": "https://app.viam.com"}}"#,
+                "cloud.app_address",
+            ),
+            (
+                r#"{"cloud": {"fqdn": "r"}}"#,
+                "cloud.signaling_address: required",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "nonsense"}}"#,
+                "cloud.signaling_address",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1"}}"#,
+                "cloud.fqdn: required",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1", "fqdn": "r", "signaling_insecure": "yes"}}"#,
+                "cloud.signaling_insecure",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1", "fqdn": "r", "api_key": {"id": "a"}}}"#,
+                "cloud.api_key: needs",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1", "fqdn": "r", "api_key": {"id": "a", "key": "k", "x": 1}}}"#,
+                "cloud.api_key.x",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1", "fqdn": "two words"}}"#,
+                "cloud.fqdn",
+            ),
+            (
+                r#"{"cloud": {"signaling_address": "s:1", "fqdn": "r"}, "network": {"disable_webrtc": true}}"#,
+                "network.disable_webrtc",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(expect), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! ([`context`]) and `host:port` parsing ([`address`]).
 
 pub mod address;
+pub mod backoff;
 pub mod context;
 pub mod duration;
 pub mod framing;

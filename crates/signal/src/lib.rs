@@ -10,6 +10,7 @@
 //! layers set ([`tether_rpc::context`]). [`redis_queue::RedisQueue`] is the shared backend:
 //! many signaling instances on one Redis.
 
+pub mod answer_client;
 pub mod fleet;
 pub mod queue;
 pub mod redis_queue;

@@ -63,6 +63,9 @@ pub struct CallerSide {
 /// The answerer's end of an exchange.
 pub struct AnswererSide {
     pub offer: Offer,
+    /// ICE servers the signaling service gave the answerer for this call (TURN credentials
+    /// from a fleet's service), on top of its own; none from an in-process queue.
+    pub ice_servers: Vec<tether_rtc::IceServer>,
     pub to_caller: mpsc::Sender<FromAnswerer>,
     pub from_caller: mpsc::Receiver<FromCaller>,
 }
@@ -130,6 +133,7 @@ impl CallQueue for MemoryQueue {
         let (to_answerer, from_caller) = mpsc::channel(EXCHANGE_BUFFER);
         let uuid = offer.uuid.clone();
         let side = AnswererSide {
+            ice_servers: Vec::new(),
             offer,
             to_caller,
             from_caller,

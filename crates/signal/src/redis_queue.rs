@@ -863,6 +863,7 @@ impl RedisQueue {
             FromCaller::Error,
         ));
         AnswererSide {
+            ice_servers: Vec::new(),
             offer: Offer {
                 uuid: uuid.to_string(),
                 sdp: sdp.to_string(),

@@ -64,6 +64,16 @@ impl Hosts {
         }
     }
 
+    /// The same names plus `aliases` (bare and with the port): the machine's names on a
+    /// fleet's signaling service and on its LAN, which callers may also name it by here.
+    pub fn with_aliases<'a>(mut self, aliases: impl IntoIterator<Item = &'a str>) -> Self {
+        for a in aliases {
+            self.names.insert(a.to_string());
+            self.names.insert(format!("{a}:{}", self.port));
+        }
+        self
+    }
+
     /// Whether `host` names this machine, as reached on `local` (the address the caller's
     /// connection arrived at): a configured name, or `IP:port` of this listener where the IP
     /// is the one the caller connected to, or loopback.
@@ -250,7 +260,7 @@ fn ice_to_wire(servers: &[IceServer]) -> Vec<pb::IceServer> {
         .collect()
 }
 
-fn status_to_wire(s: &Status) -> RpcStatus {
+pub(crate) fn status_to_wire(s: &Status) -> RpcStatus {
     RpcStatus {
         code: s.code() as i32,
         message: s.message().to_string(),
@@ -258,7 +268,7 @@ fn status_to_wire(s: &Status) -> RpcStatus {
     }
 }
 
-fn status_from_wire(s: Option<RpcStatus>) -> Status {
+pub(crate) fn status_from_wire(s: Option<RpcStatus>) -> Status {
     match s {
         Some(s) => Status::new(tonic::Code::from_i32(s.code), s.message),
         None => Status::unknown("peer reported an error without a status"),

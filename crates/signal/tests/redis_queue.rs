@@ -8,7 +8,7 @@
     reason = "test code: a failed step is the test failing"
 )]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,89 +18,9 @@ use tether_signal::redis_queue::{HOST_OFFLINE, RedisQueue, TOO_MANY};
 use tokio::time::Instant;
 use tonic::Code;
 
-/// A `redis-server` on a free loopback port, without persistence; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis {
-            child: Redis::spawn(port),
-            port,
-        }
-    }
-
-    /// A server on `port`, once it accepts connections.
-    fn spawn(port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server is not installed: run scripts/setup-redis (scripts/test does)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    /// Kills the server and starts an empty one on the same port.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Redis::spawn(self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Runs one `redis-cli` command.
-    fn cli(&self, args: &[&str]) {
-        let status = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Every key Redis holds now.
-    fn keys(&self) -> Vec<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--scan"])
-            .output()
-            .unwrap();
-        let mut keys: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        keys.sort();
-        keys
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 /// An answerer of `hosts` waiting on `queue`, on a task of its own.
 fn waiting(

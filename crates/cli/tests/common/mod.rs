@@ -34,12 +34,22 @@ impl Server {
 
     /// Starts `tether serve` with exactly these arguments (the config decides the address).
     pub fn start_exact(args: &[&str]) -> Server {
+        Server::start_command("serve", args)
+    }
+
+    /// Starts `tether signal` (a standalone signaling service) with these arguments.
+    pub fn start_signal(args: &[&str]) -> Server {
+        Server::start_command("signal", args)
+    }
+
+    /// Starts `tether COMMAND ARGS`, and waits for it to say where it listens.
+    pub fn start_command(command: &str, args: &[&str]) -> Server {
         // TETHER_SERVER_BIN runs the same tests against another build (e.g. an older one, to
         // show an attack test failing before its fix).
         let bin = std::env::var("TETHER_SERVER_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").to_string());
         let mut child = Command::new(bin)
-            .arg("serve")
+            .arg(command)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -70,6 +80,18 @@ impl Server {
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("server did not start; log: {:?}", log.lock().unwrap()));
         Server { child, addr, log }
+    }
+
+    /// Waits up to `limit` for a log line containing `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// The server log so far.

@@ -32,6 +32,7 @@ use crate::sessions::SessionLayer;
 use crate::webrtc::{Answerer, CallQueue, Hosts, MemoryQueue, SignalingApi};
 use tether_serve::{ConnectionHook, ConnectionScope, Opened, Protocol};
 use tether_signal::Answerers;
+use tether_signal::answer_client::{RemoteOffers, RemoteSignaling};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,11 @@ pub struct WebRtcOptions {
     /// The call queue the embedded signaling service and the answerer share (in memory by
     /// default; a shared backend lets a fleet's signaling reach this machine's answerer).
     pub queue: Arc<dyn CallQueue>,
+    /// A fleet's signaling service the machine also answers through (`cloud`), over `Answer`
+    /// streams; the embedded service keeps serving the LAN.
+    pub remote: Option<RemoteSignaling>,
+    /// More names the machine answers to (`cloud.fqdn`, `cloud.local_fqdn`).
+    pub aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for WebRtcOptions {
@@ -89,6 +95,8 @@ impl Default for WebRtcOptions {
             ice_servers: Vec::new(),
             max_peers: crate::config::DEFAULT_MAX_WEBRTC_PEERS,
             queue: Arc::new(MemoryQueue::default()),
+            remote: None,
+            aliases: Vec::new(),
         }
     }
 }
@@ -165,11 +173,11 @@ pub async fn run(
         .all(|l| l.local_addr().is_ok_and(|a| a.ip().is_loopback()));
     // The machine's names (what `rpc-host` and a plaintext `Host` must say), known once the
     // port is.
-    let hosts = Arc::new(Hosts::new(
-        port,
-        options.fqdn.as_deref(),
-        &options.bind_address,
-    ));
+    let aliases = options.webrtc.iter().flat_map(|w| w.aliases.iter());
+    let hosts = Arc::new(
+        Hosts::new(port, options.fqdn.as_deref(), &options.bind_address)
+            .with_aliases(aliases.map(String::as_str)),
+    );
     let webrtc = options.webrtc.clone().map(|w| {
         let api = SignalingApi::new(w.queue.clone(), hosts.clone(), w.ice_servers.clone())
             .with_answerers(Answerers::Embedded);
@@ -211,26 +219,47 @@ pub async fn run(
         machine.sessions().listen_for_datagrams();
     }
     let answerer_stop = CancellationToken::new();
-    let answerer = webrtc.map(|(w, _)| {
-        let answerer = Answerer {
-            queue: w.queue,
-            hosts: vec![hosts.canonical.clone()],
+    let mut answerers = Vec::new();
+    if let Some((w, _)) = webrtc {
+        let slots = Arc::new(tokio::sync::Semaphore::new(w.max_peers));
+        let answerer = |offers: Arc<dyn tether_signal::OfferSource>,
+                        hosts: Vec<String>,
+                        interfaces| Answerer {
+            offers,
+            hosts,
             peer_config: tether_rtc::PeerConfig {
-                ice_servers: w.ice_servers,
-                // A machine listening only on loopback offers only loopback candidates.
-                interfaces: if loopback_only {
-                    tether_rtc::Interfaces::LoopbackOnly
-                } else {
-                    tether_rtc::Interfaces::All
-                },
+                ice_servers: w.ice_servers.clone(),
+                interfaces,
                 ..Default::default()
             },
             service: service.clone(),
+            slots: slots.clone(),
             max_peers: w.max_peers,
             telemetry: machine.telemetry().clone(),
         };
-        tokio::spawn(answerer.run(answerer_stop.clone()))
-    });
+        // A machine listening only on loopback offers only loopback candidates to callers of
+        // its own signaling.
+        let local = answerer(
+            w.queue.clone(),
+            vec![hosts.canonical.clone()],
+            if loopback_only {
+                tether_rtc::Interfaces::LoopbackOnly
+            } else {
+                tether_rtc::Interfaces::All
+            },
+        );
+        answerers.push(tokio::spawn(local.run(answerer_stop.clone())));
+        if let Some(remote) = &w.remote {
+            match RemoteOffers::start(remote.clone(), answerer_stop.clone()) {
+                Ok(offers) => {
+                    // Callers through a fleet's service come from elsewhere: every interface.
+                    let fleet = answerer(offers, remote.hosts.clone(), tether_rtc::Interfaces::All);
+                    answerers.push(tokio::spawn(fleet.run(answerer_stop.clone())));
+                }
+                Err(e) => tracing::error!("cannot answer through the signaling service: {e}"),
+            }
+        }
+    }
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     // Browsers (CORS, gRPC-web) on TCP only: a WebRTC peer speaks gRPC framing itself.
@@ -248,10 +277,9 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; finishing the open ones");
     stop.cancel();
     answerer_stop.cancel();
-    if let Some(a) = answerer
-        && tokio::time::timeout(options.shutdown_grace, a)
-            .await
-            .is_err()
+    if tokio::time::timeout(options.shutdown_grace, futures::future::join_all(answerers))
+        .await
+        .is_err()
     {
         tracing::warn!("WebRTC peers still open after the grace period");
     }

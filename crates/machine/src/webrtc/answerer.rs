@@ -21,17 +21,22 @@ use tonic::Status;
 use super::dispatch::{self, ConnectionContext};
 use crate::server::Stack;
 use crate::sessions::{PeerInfo, PeerKind};
-use tether_signal::queue::{AnswererSide, CallQueue, FromAnswerer, FromCaller};
+use tether_signal::queue::{AnswererSide, FromAnswerer, FromCaller, OfferSource};
 
 /// The least time an answerer gives an exchange, whatever the offer's deadline says.
 const MIN_EXCHANGE: Duration = Duration::from_secs(5);
 
 /// Answers offers for `hosts` until `stop`.
 pub struct Answerer<S> {
-    pub queue: Arc<dyn CallQueue>,
+    /// Where offers come from: the embedded signaling service's queue, or `Answer` streams to
+    /// a fleet's signaling service.
+    pub offers: Arc<dyn OfferSource>,
     pub hosts: Vec<String>,
     pub peer_config: PeerConfig,
     pub service: S,
+    /// The peer slots (`network.max_webrtc_peers`), shared by every answerer of the machine.
+    pub slots: Arc<Semaphore>,
+    /// The size of `slots`, for the refusal's message.
     pub max_peers: usize,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -42,12 +47,12 @@ where
 {
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(this.max_peers));
+        let slots = this.slots.clone();
         let tracker = TaskTracker::new();
         loop {
             let side = tokio::select! {
                 _ = stop.cancelled() => break,
-                side = this.queue.recv_offer(&this.hosts) => side,
+                side = this.offers.recv_offer(&this.hosts) => side,
             };
             let side = match side {
                 Ok(side) => side,
@@ -95,7 +100,15 @@ where
     async fn answer(&self, side: AnswererSide, stop: CancellationToken) {
         let uuid = side.offer.uuid.clone();
         let entity = side.offer.caller_entity.clone();
-        let (peer, events) = match Peer::new(&self.peer_config).await {
+        // A fleet's service may hand this call TURN credentials of its own.
+        let config = if side.ice_servers.is_empty() {
+            std::borrow::Cow::Borrowed(&self.peer_config)
+        } else {
+            let mut c = self.peer_config.clone();
+            c.ice_servers.extend(side.ice_servers.iter().cloned());
+            std::borrow::Cow::Owned(c)
+        };
+        let (peer, events) = match Peer::new(&config).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create a WebRTC peer");
@@ -126,6 +139,7 @@ where
     ) -> Result<(), String> {
         let AnswererSide {
             offer,
+            ice_servers: _,
             to_caller,
             mut from_caller,
         } = side;

@@ -106,6 +106,16 @@ impl Backoff {
     }
 }
 
+/// A jitter sample in [0, 1) without a dependency: the sub-second clock is random enough to
+/// spread a fleet's retries.
+pub fn jitter_sample() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
