@@ -75,6 +75,26 @@ struct ConnectArgs {
     /// How often to check the connection while nothing else happens.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_go_duration)]
     check_interval: std::time::Duration,
+    /// Signal WebRTC through this service (a fleet's `tether signal`, host:port) instead of
+    /// the machine's address; the address is then the machine's name there.
+    #[arg(long, value_name = "ADDR")]
+    signaling_address: Option<String>,
+    /// WebRTC through a TURN relay only.
+    #[arg(long, conflicts_with = "force_p2p")]
+    force_relay: bool,
+    /// WebRTC peer to peer only (host and server-reflexive candidates, never a relay).
+    #[arg(long)]
+    force_p2p: bool,
+    /// Never fall back to direct gRPC: WebRTC or nothing.
+    #[arg(long)]
+    webrtc_only: bool,
+    /// Set motor NAME to POWER (-1 to 1) once connected, holding a session: when this program
+    /// stops, the machine stops the motor within its heartbeat window.
+    #[arg(long, value_name = "NAME=POWER")]
+    set_power: Option<String>,
+    /// Exit once the resources (and any command) are done instead of watching the connection.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(clap::Args)]
@@ -375,6 +395,29 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         options = options.with_ca(ca.clone());
     }
+    if let Some(s) = &args.signaling_address {
+        options = options.with_signaling_address(s.clone());
+    }
+    if args.force_relay {
+        options = options.force_relay();
+    }
+    if args.force_p2p {
+        options = options.force_p2p();
+    }
+    let command = match &args.set_power {
+        None => None,
+        Some(text) => {
+            let (name, power) = text
+                .split_once('=')
+                .context("--set-power takes NAME=POWER, e.g. left=0.3")?;
+            let power: f64 = power
+                .parse()
+                .ok()
+                .filter(|p: &f64| (-1.0..=1.0).contains(p))
+                .context("--set-power: POWER is a number from -1 to 1")?;
+            Some((name.to_string(), power))
+        }
+    };
     let print = |event: &ConnectionEvent| {
         if args.json {
             println!("{}", event_json(event));
@@ -387,6 +430,33 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     // The first dial's events happened before anyone could subscribe; replay them.
     for event in robot.first_dial_events() {
         print(event);
+    }
+    let transport = robot.transport();
+    if args.webrtc_only && transport != "webrtc" {
+        anyhow::bail!("connected over {transport}, not WebRTC (--webrtc-only)");
+    }
+    let route = robot.webrtc_route().await;
+    let (local, remote) = route
+        .as_ref()
+        .map_or(("", ""), |r| (r.local_type, r.remote_type));
+    let relayed = local == "relay" || remote == "relay";
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "route", "transport": transport, "relayed": relayed,
+                               "local": local, "remote": remote})
+        );
+    } else if route.is_some() {
+        println!(
+            "route: {transport}, {local} to {remote}{}",
+            if relayed {
+                " (through a TURN relay)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!("route: {transport}");
     }
     let resources = robot.resource_names().await?;
     if args.json {
@@ -403,6 +473,27 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         for r in &resources {
             println!("  {}:{}:{}/{}", r.namespace, r.r#type, r.subtype, r.name);
         }
+    }
+    // Kept for as long as the program runs: its session holds the motor's command.
+    let _motor = match command {
+        Some((name, power)) => {
+            let mut motor = tether_client::Motor::from_robot(&robot, &name);
+            motor.set_power(power).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "commanded", "motor": name, "power": power,
+                                       "session": robot.session_id()})
+                );
+            } else {
+                println!("motor {name} at power {power}");
+            }
+            Some(motor)
+        }
+        None => None,
+    };
+    if args.once {
+        return Ok(());
     }
     let mut check = tokio::time::interval(args.check_interval);
     let interrupted = shutdown_signal()?;

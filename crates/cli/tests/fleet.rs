@@ -282,7 +282,13 @@ async fn a_machine_comes_back_when_its_instance_restarts_and_when_redis_does() {
     redis.restart();
     let restarted = Instant::now();
     loop {
-        match RobotClient::connect(ROVER, quick(operator(&a.addr))).await {
+        let attempt = RobotClient::connect(ROVER, quick(operator(&a.addr))).await;
+        eprintln!(
+            "{:?} after the restart: {:?}",
+            restarted.elapsed(),
+            attempt.as_ref().map(|r| r.first_dial_events().len())
+        );
+        match attempt {
             Ok(r) if format!("{:?}", r.first_dial_events()).contains("webrtc") => break,
             _ => {
                 assert!(

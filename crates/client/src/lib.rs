@@ -335,7 +335,17 @@ impl RobotClient {
         self.channel.inner.transport().name()
     }
 
-    /// Whether the connection runs through a TURN relay (false on direct gRPC).
+    /// The WebRTC route in use: the selected candidate pair's local and remote candidate
+    /// types (`host`, `srflx`, `prflx`, `relay`) and remote address. None on direct gRPC.
+    pub async fn webrtc_route(&self) -> Option<tether_rtc::Route> {
+        match self.channel.inner.transport() {
+            channel::Transport::WebRtc(rtc) => rtc.route().await,
+            channel::Transport::Direct(_) => None,
+        }
+    }
+
+    /// Whether the connection runs through a TURN relay, on either side (false on direct
+    /// gRPC).
     pub async fn is_relayed(&self) -> bool {
         match self.channel.inner.transport() {
             channel::Transport::WebRtc(rtc) => rtc.relayed().await,

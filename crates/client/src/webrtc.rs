@@ -260,6 +260,18 @@ impl WebRtcChannel {
         true
     }
 
+    /// The selected ICE candidate pair's route (candidate types, remote address).
+    pub(crate) async fn route(&self) -> Option<tether_rtc::Route> {
+        let peer = self.shared.peer.clone();
+        self.shared
+            .runtime
+            .handle()
+            .spawn(async move { peer.route().await })
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Whether the selected ICE candidate pair goes through a TURN relay.
     pub(crate) async fn relayed(&self) -> bool {
         let peer = self.shared.peer.clone();

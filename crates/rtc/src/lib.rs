@@ -204,6 +204,8 @@ pub enum PeerEvent {
 pub struct Route {
     /// The local candidate's type: `host`, `srflx`, `prflx` or `relay`.
     pub local_type: &'static str,
+    /// The remote candidate's type, likewise: a pair is relayed if either side's is `relay`.
+    pub remote_type: &'static str,
     /// The remote candidate's address.
     pub remote: Option<std::net::SocketAddr>,
 }
@@ -435,7 +437,9 @@ impl Peer {
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
     pub async fn relayed(&self) -> bool {
-        self.route().await.is_some_and(|r| r.local_type == "relay")
+        self.route()
+            .await
+            .is_some_and(|r| r.local_type == "relay" || r.remote_type == "relay")
     }
 
     /// The route ICE chose: the nominated candidate pair's local candidate type and the
@@ -450,20 +454,23 @@ impl Peer {
         })?;
         let mut route = Route {
             local_type: "unknown",
+            remote_type: "unknown",
             remote: None,
+        };
+        let type_name = |t: &CandidateType| match t {
+            CandidateType::Host => "host",
+            CandidateType::ServerReflexive => "srflx",
+            CandidateType::PeerReflexive => "prflx",
+            CandidateType::Relay => "relay",
+            CandidateType::Unspecified => "unknown",
         };
         for s in stats.reports.values() {
             match s {
                 StatsReportType::LocalCandidate(c) if c.id == pair.local_candidate_id => {
-                    route.local_type = match c.candidate_type {
-                        CandidateType::Host => "host",
-                        CandidateType::ServerReflexive => "srflx",
-                        CandidateType::PeerReflexive => "prflx",
-                        CandidateType::Relay => "relay",
-                        CandidateType::Unspecified => "unknown",
-                    };
+                    route.local_type = type_name(&c.candidate_type);
                 }
                 StatsReportType::RemoteCandidate(c) if c.id == pair.remote_candidate_id => {
+                    route.remote_type = type_name(&c.candidate_type);
                     route.remote =
                         c.ip.parse::<std::net::IpAddr>()
                             .ok()
