@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ROVER: &str = "rover.nat.test";
-const KEY_ID: &str = "operator";
-const KEY: &str = "operator-key-0123456789";
+// The Python SDK wants an API key id that is a UUID.
+use common::client::{KEY, KEY_ID};
 const ROVER_KEY: (&str, &str) = ("rover-key", "rover-key-0123456789");
 const TURN_SECRET: &str = "nat-lab-turn-secret";
 const SIGNAL: &str = "198.51.100.1:8089";
@@ -50,6 +50,7 @@ impl Drop for Lab {
         }
         for n in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{n}"));
         }
     }
 }
@@ -97,6 +98,15 @@ impl Lab {
     fn add(&mut self, name: &str) {
         let ns = self.ns(name);
         assert!(run(&["ip", "netns", "add", &ns]), "ip netns add {ns}");
+        // The namespace's own /etc/hosts (`ip netns exec` mounts it over the real one): the
+        // machine's name resolves to the signaling service, as a fleet's DNS would have it.
+        let etc = format!("/etc/netns/{ns}");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            format!("{etc}/hosts"),
+            format!("127.0.0.1 localhost\n198.51.100.1 {ROVER}\n"),
+        )
+        .unwrap();
         self.namespaces.push(ns);
         self.ip(name, "link set lo up");
     }
@@ -119,9 +129,7 @@ impl Lab {
             && run(&["sh", "-c", "command -v turnserver"]);
         run(&["ip", "netns", "del", &probe]);
         if !tools {
-            eprintln!(
-                "skipped: iptables or coturn missing (scripts/setup-nat-lab installs them)"
-            );
+            eprintln!("skipped: iptables or coturn missing (scripts/setup-nat-lab installs them)");
             return None;
         }
         std::fs::create_dir_all(&lab.dir).unwrap();
@@ -480,4 +488,77 @@ fn a_machine_behind_nat_is_reached_over_srflx_where_nats_allow_and_the_relay_whe
         killed.elapsed()
     );
     let _ = client.wait();
+
+    // The official Python SDK behind the symmetric NAT: its address is the machine's name at
+    // the signaling service's port, which the namespace's hosts file maps to the service.
+    let python = std::env::var("TETHER_VENV").map_or_else(
+        |_| format!("{}/../../.venv/bin/python", env!("CARGO_MANIFEST_DIR")),
+        |v| format!("{v}/bin/python"),
+    );
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "no Python SDK venv at {python}: run scripts/setup-python (scripts/test does)"
+    );
+    let script = format!(
+        "{}/../../tests/python/fleet_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let expired_before = count(&machine, "session expired");
+    let mut sdk = Command::new("ip")
+        .args(["netns", "exec", &ns, &python, "-u", &script])
+        .args([&format!("{ROVER}:8089"), KEY_ID, KEY])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = common::lines_of(sdk.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let report: serde_json::Value = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the Python SDK never reported");
+        if let Some(json) = line.strip_prefix("@@ ") {
+            break serde_json::from_str(json).unwrap();
+        }
+    };
+    assert_eq!(
+        report["ok"],
+        true,
+        "{report}\nmachine: {:?}",
+        machine.lock().unwrap()
+    );
+    assert_eq!(
+        report["peer_type"], "PEER_CONNECTION_TYPE_WEBRTC",
+        "{report}"
+    );
+    eprintln!("the Python SDK behind the symmetric NAT: {report}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&machine, "session expired"),
+        expired_before,
+        "stopped while the Python SDK was alive"
+    );
+    let _ = sdk.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(5);
+    while count(&machine, "session expired") == expired_before {
+        assert!(
+            Instant::now() < deadline,
+            "motor not stopped after the SDK was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "the killed SDK's session expired {:?} after the kill",
+        killed.elapsed()
+    );
+    let _ = sdk.wait();
+}
+
+fn count(log: &Arc<Mutex<Vec<String>>>, text: &str) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(text))
+        .count()
 }

@@ -75,6 +75,11 @@ pub enum RtcError {
     Closed,
 }
 
+/// How long a relayed candidate pair waits before it may be chosen, when a direct one might
+/// still succeed: goutils' answerer waits 3 s (`SetRelayAcceptanceMinWait`), and so do both
+/// of Tether's ends.
+pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_secs(3);
+
 /// An ICE server (STUN or TURN) with optional credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IceServer {
@@ -271,11 +276,14 @@ impl Peer {
             Some(config.failed_timeout),
             Some(config.keepalive_interval),
         );
-        if config.force_relay {
-            // Relayed pairs are normally accepted only after 2 s, to give direct ones a chance;
-            // with relay forced there are none to wait for.
-            settings.set_relay_acceptance_min_wait(Some(Duration::ZERO));
-        }
+        // A relayed pair is accepted only after RELAY_ACCEPTANCE_MIN_WAIT, to give a pair
+        // punched through two NATs time to succeed (the engine's default, 2 s, lost that race
+        // now and then in the NAT lab); with relay forced there is nothing to wait for.
+        settings.set_relay_acceptance_min_wait(Some(if config.force_relay {
+            Duration::ZERO
+        } else {
+            RELAY_ACCEPTANCE_MIN_WAIT
+        }));
         if config.interfaces == Interfaces::LoopbackOnly {
             settings.set_ip_filter(Box::new(|ip: IpAddr| ip.is_loopback()));
         }

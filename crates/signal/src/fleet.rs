@@ -40,9 +40,22 @@ pub struct Grants {
     open: bool,
 }
 
-/// A host as a grant and the queue know it: `rpc-host` compared without regard to case.
-pub fn canonical_host(host: &str) -> String {
-    host.trim().to_ascii_lowercase()
+/// A host as a grant and the queue know it: `rpc-host` compared without regard to case, and
+/// without a port of 443 or of the service's own (`own_port`): a caller dialing the service
+/// as `rover.example:8089` (the Python SDK sends `rpc-host` as host:port dialed) means the
+/// machine a grant names `rover.example`.
+pub fn canonical_host(host: &str, own_port: Option<u16>) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if let Some((name, port)) = host.rsplit_once(':')
+        && !name.is_empty()
+        && !name.ends_with(']')
+        && !name.contains(':')
+        && let Ok(port) = port.parse::<u16>()
+        && (port == 443 || Some(port) == own_port)
+    {
+        return name.to_string();
+    }
+    host
 }
 
 impl Grants {
@@ -51,7 +64,7 @@ impl Grants {
         let by_key = by_key
             .into_iter()
             .map(|(id, g)| {
-                let norm = |s: HashSet<String>| s.iter().map(|h| canonical_host(h)).collect();
+                let norm = |s: HashSet<String>| s.iter().map(|h| canonical_host(h, None)).collect();
                 (
                     id,
                     Grant {
@@ -213,7 +226,14 @@ mod tests {
     #[test]
     fn a_key_answers_and_calls_only_its_hosts() {
         let g = grants();
-        let rover = canonical_host("ROVER.fleet.test");
+        let rover = canonical_host("ROVER.fleet.test", None);
+        assert_eq!(canonical_host("Rover.Fleet.Test:8089", Some(8089)), rover);
+        assert_eq!(canonical_host("rover.fleet.test:443", Some(8089)), rover);
+        assert_eq!(
+            canonical_host("rover.fleet.test:8080", Some(8089)),
+            "rover.fleet.test:8080"
+        );
+        assert_eq!(canonical_host("[::1]:8089", Some(8089)), "[::1]:8089");
         g.check("rover-key", &rover, Role::Answer).unwrap();
         g.check("operator", &rover, Role::Call).unwrap();
         g.check("operator", &rover, Role::Config).unwrap();

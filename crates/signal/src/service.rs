@@ -110,8 +110,8 @@ enum HostPolicy {
     /// Embedded in a machine: only the machine's own names, all meaning its one canonical
     /// host.
     Machine(Arc<Hosts>),
-    /// A standalone service: any host the caller's key is granted.
-    Fleet(Arc<Grants>),
+    /// A standalone service listening on `port`: any host the caller's key is granted.
+    Fleet { grants: Arc<Grants>, port: u16 },
 }
 
 /// Who may answer calls through the `Answer` RPC.
@@ -175,10 +175,15 @@ impl SignalingApi {
 
     /// A standalone service for a fleet: any host, as far as each caller's key is granted;
     /// answerers connect over `Answer`, and both sides get `ice` (minted per key).
-    pub fn fleet(queue: Arc<dyn CallQueue>, grants: Arc<Grants>, ice: IceServers) -> Self {
+    pub fn fleet(
+        queue: Arc<dyn CallQueue>,
+        grants: Arc<Grants>,
+        ice: IceServers,
+        port: u16,
+    ) -> Self {
         Self {
             queue,
-            hosts: HostPolicy::Fleet(grants),
+            hosts: HostPolicy::Fleet { grants, port },
             ice: Arc::new(ice),
             heartbeat: ANSWER_HEARTBEAT,
             answerers: Answerers::Open,
@@ -235,8 +240,8 @@ impl SignalingApi {
                     }
                     hosts.canonical.clone()
                 }
-                HostPolicy::Fleet(grants) => {
-                    let host = canonical_host(v);
+                HostPolicy::Fleet { grants, port } => {
+                    let host = canonical_host(v, Some(*port));
                     grants.check(&Entity::of(r.extensions()), &host, role)?;
                     host
                 }
@@ -392,7 +397,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         // A fleet's answerer (a machine behind NAT) gets the service's ICE servers, TURN
         // credentials minted for its key; an embedded answerer has its machine's own.
         let ice = match &self.hosts {
-            HostPolicy::Fleet(_) => ice_to_wire(
+            HostPolicy::Fleet { .. } => ice_to_wire(
                 &self
                     .ice
                     .for_entity(&Entity::of(r.extensions()), std::time::SystemTime::now()),

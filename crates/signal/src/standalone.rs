@@ -429,7 +429,16 @@ async fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let api = SignalingApi::fleet(queue, Arc::new(config.grants.clone()), config.ice.clone());
+    let port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let api = SignalingApi::fleet(
+        queue,
+        Arc::new(config.grants.clone()),
+        config.ice.clone(),
+        port,
+    );
     let mut routes = tonic::service::Routes::builder();
     routes.add_service(
         SignalingServiceServer::new(api)
