@@ -553,6 +553,74 @@ fn a_machine_behind_nat_is_reached_over_srflx_where_nats_allow_and_the_relay_whe
         killed.elapsed()
     );
     let _ = sdk.wait();
+
+    // Viam's TypeScript SDK in Node (node-datachannel's WebRTC) behind the other
+    // port-restricted NAT, with `signalingAddress` the service and `host` the machine's name.
+    let ts = format!("{}/../../tests/ts", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&format!("{ts}/node_modules/@viamrobotics/sdk")).is_dir(),
+        "the TypeScript SDK is not installed: run scripts/setup-node (scripts/test does)"
+    );
+    let h3 = lab.ns("h3");
+    let expired_before = count(&machine, "session expired");
+    let mut node = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &h3,
+            "node",
+            "node_client.mjs",
+            "session",
+            SIGNAL,
+            KEY_ID,
+            KEY,
+        ])
+        .env("TETHER_TS_WEBRTC", ROVER)
+        .current_dir(&ts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = common::lines_of(node.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let commanded = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the TypeScript SDK never commanded the motor: {seen:?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert!(
+            v.get("error").is_none(),
+            "the TypeScript SDK failed: {line}"
+        );
+        if v.get("commanded").is_some() {
+            break v;
+        }
+        seen.push(line);
+    };
+    assert!(commanded["session"].is_string(), "{commanded}");
+    eprintln!("the TypeScript SDK behind a port-restricted NAT: {seen:?} then {commanded}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&machine, "session expired"),
+        expired_before,
+        "stopped while the TypeScript SDK was alive"
+    );
+    let _ = node.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(5);
+    while count(&machine, "session expired") == expired_before {
+        assert!(
+            Instant::now() < deadline,
+            "motor not stopped after Node was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "the killed Node app's session expired {:?} after the kill",
+        killed.elapsed()
+    );
+    let _ = node.wait();
 }
 
 fn count(log: &Arc<Mutex<Vec<String>>>, text: &str) -> usize {
