@@ -554,6 +554,92 @@ fn a_machine_behind_nat_is_reached_over_srflx_where_nats_allow_and_the_relay_whe
     );
     let _ = sdk.wait();
 
+    // The Python SDK's own ICE options: force_relay (with turn_uri picking the service's TURN
+    // server), turn_uri naming a server the service does not hand out (nothing to relay
+    // through), force_p2p where the NATs allow and where they do not.
+    let opened = |log: &Arc<Mutex<Vec<String>>>| count(log, "WebRTC connection open");
+    let last_route = |log: &Arc<Mutex<Vec<String>>>| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|l| l.contains("WebRTC connection open"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let sdk_once = |h: &str, extra: &[&str]| {
+        let ns = lab.ns(h);
+        let t0 = Instant::now();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, &python, "-u", &script])
+            .args([&format!("{ROVER}:8089"), KEY_ID, KEY, "--once"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("@@ ").map(str::to_string))
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+            .unwrap_or_default();
+        (report, t0.elapsed())
+    };
+    // The SDK's relay-only dial fails now and then within ~30 ms, before it signals anything
+    // (the machine sees no call): its own, not the path's. Up to six tries, each counted.
+    let mut quick_failures = 0;
+    let took = loop {
+        let before = opened(&machine);
+        let (report, took) = sdk_once(
+            "h3",
+            &["--force-relay", "--turn-uri", "turn:198.51.100.1:3478"],
+        );
+        if report["ok"] == true {
+            let line = last_route(&machine);
+            assert!(
+                opened(&machine) > before && line.contains("remote=relay"),
+                "{line}"
+            );
+            break took;
+        }
+        assert!(
+            took < Duration::from_secs(2) && opened(&machine) == before && quick_failures < 5,
+            "force_relay failed {} times: {report} after {took:?}",
+            quick_failures + 1
+        );
+        quick_failures += 1;
+    };
+    eprintln!(
+        "Python SDK force_relay + turn_uri: relayed in {took:?} (after {quick_failures} quick \
+         failures of the SDK's own)"
+    );
+    let before = opened(&machine);
+    let (report, took) = sdk_once(
+        "h3",
+        &["--force-relay", "--turn-uri", "turn:198.51.100.2:3478"],
+    );
+    assert_eq!(
+        report["ok"], false,
+        "no TURN server left to relay through: {report}"
+    );
+    assert_eq!(opened(&machine), before, "{}", last_route(&machine));
+    eprintln!(
+        "Python SDK force_relay + a turn_uri the service does not offer: failed in {took:?} ({})",
+        report["error"]
+    );
+    // (The SDK's force_p2p drops the signaling service's ICE servers, STUN included, so it
+    // gathers no server-reflexive candidate here and cannot punch even a port-restricted NAT;
+    // through a symmetric one nothing direct could work anyway.)
+    let before = opened(&machine);
+    let (report, took) = sdk_once("h2", &["--force-p2p"]);
+    assert_eq!(
+        report["ok"], false,
+        "force_p2p through a symmetric NAT: {report}"
+    );
+    assert_eq!(opened(&machine), before, "{}", last_route(&machine));
+    eprintln!(
+        "Python SDK force_p2p, symmetric NAT: failed in {took:?} ({})",
+        report["error"]
+    );
+
     // Viam's TypeScript SDK in Node (node-datachannel's WebRTC) behind the other
     // port-restricted NAT, with `signalingAddress` the service and `host` the machine's name.
     let ts = format!("{}/../../tests/ts", env!("CARGO_MANIFEST_DIR"));

@@ -19,6 +19,9 @@ pub const MAX_PENDING_PER_HOST: usize = 64;
 /// Messages buffered each way in one exchange.
 const EXCHANGE_BUFFER: usize = 64;
 
+/// What a caller gets when no answerer for its host is around (goutils' words).
+pub const HOST_OFFLINE: &str = "host appears to be offline; ensure machine is online and try again";
+
 /// What a caller update for a call that is not in progress (or not the caller's) gets.
 pub fn no_such_call(uuid: &str) -> Status {
     Status::not_found(format!("no call in progress with uuid {uuid:?}"))
@@ -99,6 +102,21 @@ struct HostQueue {
     offers: VecDeque<AnswererSide>,
     /// Answerers waiting; one waiter may be listed under several hosts.
     waiters: VecDeque<Arc<Mutex<Option<Handoff>>>>,
+    /// When an answerer last took one of this host's offers (it may still be answering it).
+    last_taken: Option<Instant>,
+}
+
+impl HostQueue {
+    /// Whether an answerer may take an offer soon: one is waiting, or one took an offer
+    /// recently enough to be still in that exchange (and come back for the next).
+    fn answerer_around(&self, now: Instant) -> bool {
+        self.waiters
+            .iter()
+            .any(|w| lock(w).as_ref().is_some_and(|tx| !tx.is_closed()))
+            || self
+                .last_taken
+                .is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
+    }
 }
 
 struct CallEntry {
@@ -117,9 +135,22 @@ struct State {
 #[derive(Default)]
 pub struct MemoryQueue {
     state: Mutex<State>,
+    /// Refuse offers for a host no answerer is around for (a standalone service; a machine's
+    /// own answerer is always around, though it may not be waiting yet at start).
+    offline_check: bool,
 }
 
 impl MemoryQueue {
+    /// The queue of a standalone service: an offer for a host that no answerer is around for
+    /// gets `NOT_FOUND` ([`HOST_OFFLINE`]) at once, as on Redis, instead of waiting out its
+    /// deadline.
+    pub fn standalone() -> Self {
+        Self {
+            offline_check: true,
+            ..Self::default()
+        }
+    }
+
     /// Calls whose caller updates are still routable (for tests and leak checks).
     pub fn live_calls(&self) -> usize {
         lock(&self.state).calls.len()
@@ -147,6 +178,9 @@ impl CallQueue for MemoryQueue {
         let mut state = lock(&self.state);
         state.calls.retain(|_, c| c.deadline > now);
         let queue = state.hosts.entry(host.to_string()).or_default();
+        if self.offline_check && !queue.answerer_around(now) {
+            return Err(Status::not_found(HOST_OFFLINE));
+        }
         // Hand over to a waiting answerer if one is still there; otherwise queue the offer.
         let mut pending = Some(side);
         while let Some(waiter) = queue.waiters.pop_front() {
@@ -157,7 +191,10 @@ impl CallQueue for MemoryQueue {
                 break;
             };
             match tx.send(offer) {
-                Ok(()) => break,
+                Ok(()) => {
+                    queue.last_taken = Some(now);
+                    break;
+                }
                 Err(back) => pending = Some(back),
             }
         }
@@ -222,6 +259,7 @@ impl OfferSource for MemoryQueue {
                     if let Some(queue) = state.hosts.get_mut(host) {
                         while let Some(side) = queue.offers.pop_front() {
                             if side.offer.deadline > now && !side.to_caller.is_closed() {
+                                queue.last_taken = Some(now);
                                 return Ok(side);
                             }
                         }
@@ -316,6 +354,48 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standalone_queue_says_at_once_that_no_answerer_is_around() {
+        let q = Arc::new(MemoryQueue::standalone());
+        let e = q
+            .send_offer("rover", offer("a", "alice", Duration::from_secs(10)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::NotFound, HOST_OFFLINE)
+        );
+        // An answerer waiting: the offer is taken.
+        let answerer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.recv_offer(&["rover".to_string()]).await })
+        };
+        tokio::task::yield_now().await;
+        let _caller = q
+            .send_offer("rover", offer("b", "alice", Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let side = answerer.await.unwrap().unwrap();
+        // While it answers (and for the offer deadline after), the host counts as around.
+        q.send_offer("rover", offer("c", "alice", Duration::from_secs(10)))
+            .await
+            .unwrap();
+        drop(side);
+        tokio::time::advance(tether_rpc::OFFER_DEADLINE + Duration::from_millis(1)).await;
+        let e = q
+            .send_offer("rover", offer("d", "alice", Duration::from_secs(10)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        // A machine's own queue never refuses: its answerer may not be waiting yet at start.
+        MemoryQueue::default()
+            .send_offer("rover", offer("e", "alice", Duration::from_secs(10)))
+            .await
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

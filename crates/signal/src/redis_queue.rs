@@ -14,6 +14,7 @@
 //! | `tq:{h}:call:<uuid>` | hash | the offer, its state, the instances of both sides |
 //! | `tq:{h}:call:<uuid>:c2a`, `:a2c` | streams | the exchange each way, in order |
 //! | `tq:uuid:<uuid>` | string | a call's hash key (`CallUpdate` names only the uuid) |
+//! | `tq:{h}:seen` | string, `PX 3000` | an answerer just finished an exchange: not offline |
 //!
 //! - **An offer** (one script): prune what expired; no live answerer → `NOT_FOUND` at once;
 //!   callers at the cap → `UNAVAILABLE`; else the call is stored and queued.
@@ -53,6 +54,11 @@ pub const STREAM_RESCAN: Duration = Duration::from_millis(250);
 /// An answerer never takes an offer older than this: 2 s before its deadline (goutils'
 /// rule), so an exchange always has some time left.
 pub const CLAIM_MAX_AGE: Duration = Duration::from_secs(tether_rpc::OFFER_DEADLINE.as_secs() - 2);
+/// How long a host whose answerer just finished an exchange counts as online without one
+/// waiting: the answerer opens its next `Answer` stream within a round trip or two, and an
+/// offer in between is queued for it instead of refused as offline.
+const ANSWERER_LINGER_MS: u64 = 3000;
+
 /// Most answerers (waiting or busy) per host, as goutils' queue.
 pub const MAX_ANSWERERS_PER_HOST: usize = 4;
 /// How long a presence lasts without a refresh.
@@ -67,7 +73,7 @@ const STREAM_MAXLEN: usize = 256;
 const EXCHANGE_BUFFER: usize = 64;
 
 /// The message a caller gets when no answerer of its host is connected anywhere.
-pub const HOST_OFFLINE: &str = "host appears to be offline; ensure machine is online and try again";
+pub use crate::queue::HOST_OFFLINE;
 /// The message a caller (or answerer) gets past the per-host caps.
 pub const TOO_MANY: &str = "too many connection attempts; please wait a bit and try again";
 
@@ -85,7 +91,8 @@ const OFFER: &str = concat!(
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) == 0 then return {'offline'} end
+if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) == 0
+  and redis.call('EXISTS', KEYS[7]) == 0 then return {'offline'} end
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return {'busy'} end
 redis.call('HSET', KEYS[5], 'sdp', ARGV[2], 'trickle', ARGV[3], 'entity', ARGV[4],
   'caller', ARGV[7], 'started', now, 'state', 'pending')
@@ -185,6 +192,9 @@ struct HostKeys {
     busy: String,
     callers: String,
     pending: String,
+    /// Set for [`ANSWERER_LINGER_MS`] when an answerer finishes an exchange: between that and
+    /// its next `Answer` stream the host is not offline.
+    seen: String,
     call_prefix: String,
 }
 
@@ -195,6 +205,7 @@ impl HostKeys {
             busy: format!("tq:{{{host}}}:busy"),
             callers: format!("tq:{{{host}}}:callers"),
             pending: format!("tq:{{{host}}}:pending"),
+            seen: format!("tq:{{{host}}}:seen"),
             call_prefix: format!("tq:{{{host}}}:call:"),
         }
     }
@@ -643,6 +654,7 @@ impl CallQueue for RedisQueue {
             .key(&keys.pending)
             .key(&call)
             .key(uuid_key(&offer.uuid))
+            .key(&keys.seen)
             .arg(&offer.uuid)
             .arg(&offer.sdp)
             .arg(if offer.disable_trickle { "1" } else { "0" })
@@ -818,6 +830,7 @@ impl RedisQueue {
         // Outbound: the answerer's messages, in order, then its busy presence ends.
         {
             let (con, busy, member) = (self.con.clone(), keys.busy.clone(), member.to_string());
+            let seen = keys.seen.clone();
             let refresh_busy = self.busy.clone();
             let (caller, bell) = (caller.to_string(), format!("c:{uuid}:a2c"));
             tokio::spawn(async move {
@@ -838,10 +851,19 @@ impl RedisQueue {
                         }
                     }
                 }
+                // Its slot is free at once; the host stays known online until it is back.
                 let mut con = con.clone();
-                let _: Result<(), _> = redis::cmd("ZREM")
+                let _: Result<(), _> = redis::pipe()
+                    .cmd("ZREM")
                     .arg(&busy)
                     .arg(&member)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(&seen)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ANSWERER_LINGER_MS)
+                    .ignore()
                     .query_async(&mut con)
                     .await;
             });

@@ -168,6 +168,18 @@ impl SignalConfig {
     }
 }
 
+/// A `turn:`/`turns:` URL with its transport said: `?transport=udp` added where none is. The
+/// Python SDK's dialer (rust-utils) fails a relay-only dial at once on a TURN URL without one,
+/// and Viam's own service hands them out with it.
+fn with_transport(url: String) -> String {
+    let turn = url.starts_with("turn:") || url.starts_with("turns:");
+    if turn && !url.contains("?transport=") {
+        format!("{url}?transport=udp")
+    } else {
+        url
+    }
+}
+
 /// A host name as a grant may hold it: non-empty, no spaces or control characters.
 fn check_host(at: &str, host: &str) -> Result<(), String> {
     if host.trim().is_empty()
@@ -240,7 +252,7 @@ impl RawConfig {
         for (i, s) in self.ice_servers.into_iter().enumerate() {
             fixed.push(
                 IceServer {
-                    urls: s.urls,
+                    urls: s.urls.into_iter().map(with_transport).collect(),
                     username: s.username,
                     credential: s.credential,
                 }
@@ -277,7 +289,7 @@ impl RawConfig {
                     );
                 }
                 Some(TurnRest {
-                    urls: t.urls,
+                    urls: t.urls.into_iter().map(with_transport).collect(),
                     secret: t.secret,
                     ttl,
                 })
@@ -403,7 +415,7 @@ pub async fn serve(
             let id = q.instance().to_string();
             (q, Some(id))
         }
-        None => (Arc::new(MemoryQueue::default()), None),
+        None => (Arc::new(MemoryQueue::standalone()), None),
     };
     let auth = if config.keys.is_empty() {
         None
@@ -515,6 +527,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.keys.len(), 2);
+        assert_eq!(
+            c.ice.turn_rest.as_ref().unwrap().urls,
+            ["turn:198.51.100.1:3478?transport=udp"]
+        );
         assert_eq!(
             c.ice.turn_rest.as_ref().unwrap().ttl,
             Duration::from_secs(3600)

@@ -159,8 +159,9 @@ async fn an_answerer_on_one_instance_answers_a_caller_on_another_in_order_both_w
         .unwrap();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Once both ends are gone, only the instances' liveness and the call's own keys (with
-    // their TTLs) remain; no presence, no pending offer, no caller count.
+    // Once both ends are gone, only the instances' liveness, the call's own keys (with their
+    // TTLs) and the host's 3 s "answerer just here" mark remain; no presence, no pending
+    // offer, no caller count.
     drop(answerer);
     drop(caller);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -168,9 +169,12 @@ async fn an_answerer_on_one_instance_answers_a_caller_on_another_in_order_both_w
     assert!(
         keys.iter().all(|k| k.starts_with("tq:inst:")
             || k.contains(":call:")
-            || k.starts_with("tq:uuid:")),
+            || k.starts_with("tq:uuid:")
+            || k.ends_with("}:seen")),
         "{keys:?}"
     );
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert!(!redis.keys().iter().any(|k| k.ends_with(":seen")));
 }
 
 #[tokio::test]

@@ -224,17 +224,17 @@ where
         }
         drop(to_caller);
         let opened = Instant::now();
-        tracing::info!(uuid = %offer.uuid, entity = %entity, "WebRTC connection open");
-        // Ended when this returns: the peer connection closed, failed ICE, or shut down.
-        let (link, _link_guard) = crate::commanders::ConnectionLink::new("webrtc");
         // The route ICE chose, counted by its kind. (The remote address stays out of the
         // peer's info: through a relay it is the relay's, and on an open machine an address
         // names a caller.)
         let route = peer.route().await;
-        tracing::debug!(?route, "WebRTC route");
-        let _counted = self
-            .telemetry
-            .webrtc_peer(route.map_or("unknown", |r| r.local_type));
+        let (local, remote) = route
+            .as_ref()
+            .map_or(("unknown", "unknown"), |r| (r.local_type, r.remote_type));
+        tracing::info!(uuid = %offer.uuid, entity = %entity, %local, %remote, "WebRTC connection open");
+        // Ended when this returns: the peer connection closed, failed ICE, or shut down.
+        let (link, _link_guard) = crate::commanders::ConnectionLink::new("webrtc");
+        let _counted = self.telemetry.webrtc_peer(local);
         let context = ConnectionContext {
             link,
             info: PeerInfo {
