@@ -225,7 +225,7 @@ def start_machine(
     ``wrapper``: a command prefix that execs the server in place, e.g.
     ``["ip", "netns", "exec", NS]`` (it must exec, not fork, so that ``stop()`` still
     signals the server itself). ``env``: extra environment for the server, e.g.
-    ``{"RUST_LOG": "info,tether_machine::server=debug"}``.
+    ``{"RUST_LOG": "info,tether_serve::connection=debug"}``.
     """
     binary = tether_bin()
     if not binary.is_file():

@@ -182,7 +182,7 @@ def netns_machine(netns, tmp_path, certs):
         write_config(tmp_path / "tether.json", certs),
         extra_args=["--no-tls"],
         wrapper=["ip", "netns", "exec", netns],
-        env={"RUST_LOG": "info,tether_machine::server=debug"},
+        env={"RUST_LOG": "info,tether_serve::connection=debug"},
     )
     try:
         assert H2C_LINE in listen_line(m), m.log()
@@ -281,7 +281,7 @@ def test_native_dial_insecure_with_api_key_in_netns(netns_machine):
     assert r["moving_after_stop"] is False, r
 
     log = m.log_lines()
-    conns = [l for l in log if "tether_machine::server" in l and "connection" in l]
+    conns = [l for l in log if "tether_serve::connection" in l and "connection" in l]
     # Expected: the native dialer first tries TLS (the h2c server sees a non-HTTP/2 preface and
     # drops it), then falls back to h2c.
     print("(b) server connections:\n  " + "\n  ".join(conns))
