@@ -439,7 +439,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let (local, remote) = route
         .as_ref()
         .map_or(("", ""), |r| (r.local_type, r.remote_type));
-    let relayed = local == "relay" || remote == "relay";
+    let relayed = route.as_ref().is_some_and(|r| r.is_relayed());
     if args.json {
         println!(
             "{}",

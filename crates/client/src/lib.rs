@@ -347,10 +347,7 @@ impl RobotClient {
     /// Whether the connection runs through a TURN relay, on either side (false on direct
     /// gRPC).
     pub async fn is_relayed(&self) -> bool {
-        match self.channel.inner.transport() {
-            channel::Transport::WebRtc(rtc) => rtc.relayed().await,
-            channel::Transport::Direct(_) => false,
-        }
+        self.webrtc_route().await.is_some_and(|r| r.is_relayed())
     }
 
     /// The channel every typed client runs over.

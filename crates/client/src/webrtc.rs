@@ -272,17 +272,6 @@ impl WebRtcChannel {
             .flatten()
     }
 
-    /// Whether the selected ICE candidate pair goes through a TURN relay.
-    pub(crate) async fn relayed(&self) -> bool {
-        let peer = self.shared.peer.clone();
-        self.shared
-            .runtime
-            .handle()
-            .spawn(async move { peer.relayed().await })
-            .await
-            .unwrap_or(false)
-    }
-
     /// Closes the connection on purpose (a new transport replaced it): open calls fail with
     /// UNAVAILABLE; the supervisor is not told.
     pub(crate) fn close(&self, reason: &str) {

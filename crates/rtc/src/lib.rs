@@ -215,6 +215,13 @@ pub struct Route {
     pub remote: Option<std::net::SocketAddr>,
 }
 
+impl Route {
+    /// Whether the pair goes through a TURN relay, on either side.
+    pub fn is_relayed(&self) -> bool {
+        self.local_type == "relay" || self.remote_type == "relay"
+    }
+}
+
 /// Encodes a session description the way Viam signaling carries it.
 fn encode_sdp(desc: &RTCSessionDescription) -> Result<String, RtcError> {
     let json = serde_json::to_vec(desc).map_err(|e| RtcError::Sdp(e.to_string()))?;
@@ -445,9 +452,7 @@ impl Peer {
 
     /// Whether a selected candidate pair uses a TURN relay (for reports and tests).
     pub async fn relayed(&self) -> bool {
-        self.route()
-            .await
-            .is_some_and(|r| r.local_type == "relay" || r.remote_type == "relay")
+        self.route().await.is_some_and(|r| r.is_relayed())
     }
 
     /// The route ICE chose: the nominated candidate pair's local candidate type and the

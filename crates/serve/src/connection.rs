@@ -321,8 +321,6 @@ async fn serve_connection<S>(
     let scope: Arc<dyn crate::ConnectionScope> = Arc::from(hook.opened(&Opened {
         protocol,
         tls: options.tls.is_some(),
-        peer,
-        local,
     }));
     let info = PeerInfo {
         kind: PeerKind::Grpc,

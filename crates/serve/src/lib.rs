@@ -126,13 +126,12 @@ impl Default for ConnectionOptions {
     }
 }
 
-/// A connection whose protocol is known, as a [`ConnectionHook`] sees it.
+/// A connection whose protocol is known, as a [`ConnectionHook`] sees it (its addresses
+/// reach every request as `PeerInfo`).
 #[derive(Debug, Clone, Copy)]
 pub struct Opened {
     pub protocol: Protocol,
     pub tls: bool,
-    pub peer: SocketAddr,
-    pub local: Option<SocketAddr>,
 }
 
 /// What a server adds to each connection: bookkeeping that lasts as long as the connection

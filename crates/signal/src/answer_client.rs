@@ -63,23 +63,9 @@ impl std::fmt::Debug for RemoteSignaling {
     }
 }
 
-/// What the streams' state looks like from outside (for logs, the machine's page and tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StreamCounts {
-    /// Streams open and waiting for an offer.
-    pub waiting: usize,
-    /// Streams carrying an exchange.
-    pub exchanging: usize,
-    /// Streams opened since the start.
-    pub opened: u64,
-    /// Times a stream or a connection failed.
-    pub failures: u64,
-}
-
 /// Offers arriving on `Answer` streams to a standalone service.
 pub struct RemoteOffers {
     offers: tokio::sync::Mutex<mpsc::Receiver<AnswererSide>>,
-    counts: Arc<Mutex<StreamCounts>>,
 }
 
 impl RemoteOffers {
@@ -101,26 +87,18 @@ impl RemoteOffers {
         // breaks.
         let channel = endpoint.connect_lazy();
         let (tx, rx) = mpsc::channel(STREAMS);
-        let counts = Arc::new(Mutex::new(StreamCounts::default()));
         let shared = Arc::new(Worker {
             config,
             channel,
             token: Mutex::new(None),
             offers: tx,
-            counts: counts.clone(),
         });
         for n in 0..STREAMS {
             tokio::spawn(shared.clone().run(n, stop.clone()));
         }
         Ok(Arc::new(Self {
             offers: tokio::sync::Mutex::new(rx),
-            counts,
         }))
-    }
-
-    /// The streams' state now.
-    pub fn counts(&self) -> StreamCounts {
-        *lock(&self.counts)
     }
 }
 
@@ -143,7 +121,6 @@ struct Worker {
     /// The access token, shared by the streams; cleared when the service refuses it.
     token: Mutex<Option<String>>,
     offers: mpsc::Sender<AnswererSide>,
-    counts: Arc<Mutex<StreamCounts>>,
 }
 
 /// How a stream ended.
@@ -175,7 +152,6 @@ impl Worker {
                 Ended::Again => continue,
                 Ended::Failed(status) => status,
             };
-            lock(&self.counts).failures += 1;
             if status.code() == tonic::Code::Unauthenticated {
                 *lock(&self.token) = None;
             }
@@ -273,7 +249,6 @@ impl Worker {
         };
         // Open: the service took our hosts and our key.
         *backoff = Backoff::new(policy.clone());
-        lock(&self.counts).opened += 1;
         if !*announced {
             tracing::info!(
                 signaling = %self.config.address,
@@ -282,7 +257,6 @@ impl Worker {
             );
             *announced = true;
         }
-        let waiting = Counted::new(&self.counts, |c| &mut c.waiting);
         let init = loop {
             match tokio::time::timeout(SILENCE, incoming.message()).await {
                 Err(_) => {
@@ -311,8 +285,6 @@ impl Worker {
                 },
             }
         };
-        drop(waiting);
-        let _exchanging = Counted::new(&self.counts, |c| &mut c.exchanging);
         let (uuid, init) = init;
         // The deadline crossed as wall-clock time; from here on it is this host's monotonic
         // clock, clamped so a skewed clock neither cuts an exchange short nor stretches it.
@@ -419,26 +391,5 @@ fn stage_name(stage: Option<&pb::answer_request::Stage>) -> &'static str {
         Some(Stage::Done(_)) => "done",
         Some(Stage::Error(_)) => "error",
         Some(Stage::Heartbeat(_)) => "heartbeat",
-    }
-}
-
-/// One of [`StreamCounts`]' gauges held up while this lives.
-struct Counted<'a> {
-    counts: &'a Mutex<StreamCounts>,
-    field: fn(&mut StreamCounts) -> &mut usize,
-}
-
-impl<'a> Counted<'a> {
-    fn new(counts: &'a Mutex<StreamCounts>, field: fn(&mut StreamCounts) -> &mut usize) -> Self {
-        *field(&mut lock(counts)) += 1;
-        Self { counts, field }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        let mut c = lock(self.counts);
-        let f = (self.field)(&mut c);
-        *f = f.saturating_sub(1);
     }
 }
