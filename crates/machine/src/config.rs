@@ -143,7 +143,7 @@ fn validate_cloud(value: Value) -> Result<CloudConfig, String> {
     let local_fqdn = text("local_fqdn")?;
     for (name, v) in [("fqdn", Some(&fqdn)), ("local_fqdn", local_fqdn.as_ref())] {
         if let Some(v) = v
-            && (v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+            && !tether_rpc::address::is_host_name(v)
         {
             return Err(format!("cloud.{name}: {v:?} is not a host name"));
         }

@@ -25,6 +25,14 @@ pub fn split_host_port(address: &str) -> Result<(String, u16), AddressError> {
     Ok((host.to_string(), port))
 }
 
+/// Whether `name` can be a host name as `rpc-host` and configs carry it: not empty, at most
+/// 253 bytes, no spaces or control characters.
+pub fn is_host_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.len() <= 253
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

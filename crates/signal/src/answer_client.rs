@@ -25,16 +25,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::queue::{AnswererSide, FromAnswerer, FromCaller, Offer, OfferSource};
+use crate::queue::{AnswererSide, FromAnswerer, FromCaller, MIN_EXCHANGE, Offer, OfferSource};
 
 /// `Answer` streams kept open at once (goutils' answerer keeps two).
 pub const STREAMS: usize = 2;
 
-/// A waiting stream that has heard nothing (not even a heartbeat) for this long is broken.
-pub const SILENCE: Duration = Duration::from_secs(40);
-
-/// The least time an exchange gets, whatever the deadline the service sent (clocks differ).
-const MIN_EXCHANGE: Duration = Duration::from_secs(5);
+/// A waiting stream that has heard nothing (not even a heartbeat) for this long is broken:
+/// two of the service's heartbeats missed, and a margin.
+pub const SILENCE: Duration =
+    Duration::from_secs(2 * crate::service::ANSWER_HEARTBEAT.as_secs() + 10);
 
 /// The most time an exchange gets: the offer deadline.
 const MAX_EXCHANGE: Duration = crate::service::OFFER_DEADLINE;
@@ -85,10 +84,20 @@ impl RemoteOffers {
         }
         // One connection for every stream, made when first needed and remade by tonic when it
         // breaks.
+        // A host that cannot travel as metadata fails here, once, not every stream with backoff.
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| {
+                h.parse()
+                    .map_err(|_| format!("host {h:?} cannot be sent as rpc-host"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let channel = endpoint.connect_lazy();
         let (tx, rx) = mpsc::channel(STREAMS);
         let shared = Arc::new(Worker {
             config,
+            hosts,
             channel,
             token: Mutex::new(None),
             offers: tx,
@@ -117,6 +126,8 @@ impl OfferSource for RemoteOffers {
 
 struct Worker {
     config: RemoteSignaling,
+    /// `config.hosts` as `rpc-host` values.
+    hosts: Vec<tonic::metadata::AsciiMetadataValue>,
     channel: Channel,
     /// The access token, shared by the streams; cleared when the service refuses it.
     token: Mutex<Option<String>>,
@@ -212,19 +223,10 @@ impl Worker {
         let mut request = tonic::Request::new(futures::stream::unfold(out_rx, |mut rx| async {
             rx.recv().await.map(|m| (m, rx))
         }));
-        for host in &self.config.hosts {
-            match host.parse() {
-                Ok(v) => {
-                    request
-                        .metadata_mut()
-                        .append(tether_rpc::vocabulary::RPC_HOST_HEADER, v);
-                }
-                Err(_) => {
-                    return Ended::Failed(Status::invalid_argument(format!(
-                        "host {host:?} cannot be sent as rpc-host"
-                    )));
-                }
-            }
+        for host in &self.hosts {
+            request
+                .metadata_mut()
+                .append(tether_rpc::vocabulary::RPC_HOST_HEADER, host.clone());
         }
         request.metadata_mut().insert(
             "heartbeats-allowed",

@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 
+/// The least time an answerer gives an exchange, whatever the offer's deadline says (a
+/// deadline that crossed hosts as wall-clock time may be cut short by a skewed clock).
+pub const MIN_EXCHANGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most offers waiting for an answerer of one host.
 pub const MAX_PENDING_PER_HOST: usize = 64;
 /// Messages buffered each way in one exchange.

@@ -395,14 +395,11 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
             .get("heartbeats-allowed")
             .is_some_and(|v| v.as_bytes() == b"true");
         // A fleet's answerer (a machine behind NAT) gets the service's ICE servers, TURN
-        // credentials minted for its key; an embedded answerer has its machine's own.
+        // credentials minted for its key when an offer arrives (a stream may wait longer than
+        // they last); an embedded answerer has its machine's own.
         let ice = match &self.hosts {
-            HostPolicy::Fleet { .. } => ice_to_wire(
-                &self
-                    .ice
-                    .for_entity(&Entity::of(r.extensions()), std::time::SystemTime::now()),
-            ),
-            HostPolicy::Machine(_) => Vec::new(),
+            HostPolicy::Fleet { .. } => Some((self.ice.clone(), Entity::of(r.extensions()))),
+            HostPolicy::Machine(_) => None,
         };
         let mut answers = r.into_inner();
         let queue = self.queue.clone();
@@ -452,7 +449,7 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
 async fn relay_answer(
     queue: Arc<dyn CallQueue>,
     hosts: Vec<String>,
-    ice: Vec<pb::IceServer>,
+    ice: Option<(Arc<IceServers>, Arc<str>)>,
     heartbeats: Option<Duration>,
     answers: &mut Streaming<pb::AnswerResponse>,
     tx: &mpsc::Sender<Result<pb::AnswerRequest, Status>>,
@@ -490,7 +487,9 @@ async fn relay_answer(
         stage: Some(Out::Init(pb::AnswerRequestInitStage {
             sdp: side.offer.sdp.clone(),
             optional_config: Some(pb::WebRtcConfig {
-                additional_ice_servers: ice,
+                additional_ice_servers: ice.map_or_else(Vec::new, |(ice, entity)| {
+                    ice_to_wire(&ice.for_entity(&entity, std::time::SystemTime::now()))
+                }),
                 disable_trickle: side.offer.disable_trickle,
             }),
             deadline: Some(prost_types::Timestamp::from(deadline)),

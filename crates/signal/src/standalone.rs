@@ -182,10 +182,7 @@ fn with_transport(url: String) -> String {
 
 /// A host name as a grant may hold it: non-empty, no spaces or control characters.
 fn check_host(at: &str, host: &str) -> Result<(), String> {
-    if host.trim().is_empty()
-        || host.len() > 253
-        || host.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !tether_rpc::address::is_host_name(host) {
         return Err(format!("{at}: {host:?} is not a host name"));
     }
     Ok(())

@@ -21,10 +21,7 @@ use tonic::Status;
 use super::dispatch::{self, ConnectionContext};
 use crate::server::Stack;
 use crate::sessions::{PeerInfo, PeerKind};
-use tether_signal::queue::{AnswererSide, FromAnswerer, FromCaller, OfferSource};
-
-/// The least time an answerer gives an exchange, whatever the offer's deadline says.
-const MIN_EXCHANGE: Duration = Duration::from_secs(5);
+use tether_signal::queue::{AnswererSide, FromAnswerer, FromCaller, MIN_EXCHANGE, OfferSource};
 
 /// Answers offers for `hosts` until `stop`.
 pub struct Answerer<S> {
