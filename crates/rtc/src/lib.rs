@@ -115,7 +115,23 @@ impl IceServer {
                 return Err(format!("{at}: {url:?} has no host"));
             }
         }
-        Ok(self)
+        Ok(Self {
+            urls: self.urls.into_iter().map(with_transport).collect(),
+            ..self
+        })
+    }
+}
+
+/// A `turn:` URL with its transport said: `?transport=udp` added where none is (a `turns:`
+/// URL is TLS over TCP and stays as it is). The Python SDK's dialer (rust-utils) fails a
+/// relay-only dial at once on a TURN URL without one, and Viam's own service hands them out
+/// with it; every ICE server a config names, and so every one a signaling service hands out,
+/// goes through here.
+pub fn with_transport(url: String) -> String {
+    if url.starts_with("turn:") && !url.contains("?transport=") {
+        format!("{url}?transport=udp")
+    } else {
+        url
     }
 }
 

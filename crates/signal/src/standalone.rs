@@ -168,18 +168,6 @@ impl SignalConfig {
     }
 }
 
-/// A `turn:`/`turns:` URL with its transport said: `?transport=udp` added where none is. The
-/// Python SDK's dialer (rust-utils) fails a relay-only dial at once on a TURN URL without one,
-/// and Viam's own service hands them out with it.
-fn with_transport(url: String) -> String {
-    let turn = url.starts_with("turn:") || url.starts_with("turns:");
-    if turn && !url.contains("?transport=") {
-        format!("{url}?transport=udp")
-    } else {
-        url
-    }
-}
-
 /// A host name as a grant may hold it: non-empty, no spaces or control characters.
 fn check_host(at: &str, host: &str) -> Result<(), String> {
     if !tether_rpc::address::is_host_name(host) {
@@ -249,7 +237,7 @@ impl RawConfig {
         for (i, s) in self.ice_servers.into_iter().enumerate() {
             fixed.push(
                 IceServer {
-                    urls: s.urls.into_iter().map(with_transport).collect(),
+                    urls: s.urls,
                     username: s.username,
                     credential: s.credential,
                 }
@@ -286,7 +274,7 @@ impl RawConfig {
                     );
                 }
                 Some(TurnRest {
-                    urls: t.urls.into_iter().map(with_transport).collect(),
+                    urls: t.urls.into_iter().map(tether_rtc::with_transport).collect(),
                     secret: t.secret,
                     ttl,
                 })
