@@ -19,8 +19,12 @@
     reason = "a benchmark harness: a failed step aborts the measurement"
 )]
 
+#[path = "../tests/common/signaling.rs"]
+mod signaling;
 #[allow(dead_code, reason = "the support module serves several benchmarks")]
 mod support;
+
+use signaling::{signaling_client, to};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -150,47 +154,6 @@ fn summary(samples: &mut [Duration]) -> String {
         ms(*samples.last().unwrap()),
         samples.len()
     )
-}
-
-async fn signaling_client(
-    addr: &str,
-    id: &str,
-    key: &str,
-) -> (
-    pb::signaling_service_client::SignalingServiceClient<tonic::transport::Channel>,
-    String,
-) {
-    use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
-    use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let token = AuthServiceClient::new(ch.clone())
-        .authenticate(AuthenticateRequest {
-            entity: id.into(),
-            credentials: Some(Credentials {
-                r#type: "api-key".into(),
-                payload: key.into(),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
-    (
-        pb::signaling_service_client::SignalingServiceClient::new(ch),
-        token,
-    )
-}
-
-fn to<T>(message: T, host: &str, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("rpc-host", host.parse().unwrap());
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 /// An answerer that answers every offer at once on fresh `Answer` streams, until `stop`.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use common::client::{KEY, KEY_ID, held_past_the_window, stops_once_gone};
+use common::signaling::{signaling_client, to};
 use redis_server::Redis;
 use tether_client::{Motor, Options, RobotClient};
 use tether_proto::proto::rpc::webrtc::v1 as pb;
@@ -106,30 +107,6 @@ async fn dial_rover(signaling: &str) -> RobotClient {
     robot
 }
 
-/// An authenticated signaling client of `server` as `key`.
-async fn signaling_client(
-    server: &Server,
-    key: (&str, &str),
-) -> (
-    pb::signaling_service_client::SignalingServiceClient<tonic::transport::Channel>,
-    String,
-) {
-    let ch = server.channel().await;
-    let token = common::authenticate(&ch, key.0, key.1).await.unwrap();
-    (
-        pb::signaling_service_client::SignalingServiceClient::new(ch),
-        token,
-    )
-}
-
-fn to<T>(message: T, host: &str, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("rpc-host", host.parse().unwrap());
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
 #[tokio::test]
 async fn a_caller_on_one_instance_reaches_a_machine_answering_on_another() {
     let redis = Redis::start();
@@ -176,7 +153,8 @@ async fn keys_answer_and_call_only_their_hosts_and_get_turn_credentials() {
 
     let answer_stream = || futures::stream::pending::<pb::AnswerResponse>();
     // The intruder's key cannot register as the rover's answerer.
-    let (mut intruder, token) = signaling_client(&server, INTRUDER_KEY).await;
+    let (mut intruder, token) =
+        signaling_client(&server.addr, INTRUDER_KEY.0, INTRUDER_KEY.1).await;
     let e = intruder
         .answer(to(answer_stream(), ROVER, &token))
         .await
@@ -194,7 +172,7 @@ async fn keys_answer_and_call_only_their_hosts_and_get_turn_credentials() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // The operator calls, but does not answer.
-    let (mut op, token) = signaling_client(&server, (KEY_ID, KEY)).await;
+    let (mut op, token) = signaling_client(&server.addr, KEY_ID, KEY).await;
     let e = op
         .answer(to(answer_stream(), ROVER, &token))
         .await

@@ -5,6 +5,10 @@
 
 pub mod client;
 pub mod raw;
+pub mod signaling;
+
+#[allow(unused_imports, reason = "not every test binary authenticates")]
+pub use signaling::authenticate;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -140,22 +144,6 @@ impl Drop for Server {
 /// A config's `"auth"` member with one API key (`"auth": {…}`, no comma).
 pub fn api_key_auth(id: &str, key: &str) -> String {
     format!(r#""auth": {{"handlers": [{{"type": "api-key", "config": {{"{id}": "{key}"}}}}]}}"#)
-}
-
-/// `AuthService.Authenticate` with an API key over `ch`: the access token.
-pub async fn authenticate(ch: &Channel, id: &str, key: &str) -> Result<String, Status> {
-    use tether_proto::proto::rpc::v1::auth_service_client::AuthServiceClient;
-    use tether_proto::proto::rpc::v1::{AuthenticateRequest, Credentials};
-    AuthServiceClient::new(ch.clone())
-        .authenticate(AuthenticateRequest {
-            entity: id.into(),
-            credentials: Some(Credentials {
-                r#type: "api-key".into(),
-                payload: key.into(),
-            }),
-        })
-        .await
-        .map(|r| r.into_inner().access_token)
 }
 
 /// `GET path` over plain HTTP/1.1 on a fresh connection; returns the whole reply.
