@@ -80,6 +80,14 @@ pub enum RtcError {
 /// of Tether's ends.
 pub const RELAY_ACCEPTANCE_MIN_WAIT: Duration = Duration::from_secs(3);
 
+/// How many connectivity checks (one each 200 ms) a candidate pair is sent before it is given
+/// up: 25, about 5 s, so a direct pair is still being tried when the relay becomes acceptable
+/// (RELAY_ACCEPTANCE_MIN_WAIT) and after. The engine's default, 7 (about 1.6 s), gave up pairs
+/// that two NATs opened late; the controlling side never retries a pair it has failed, even
+/// when the peer's checks on it then arrive, so such a pair was lost to the relay (the NAT lab
+/// in CI saw it) or, with relay off, the connection failed.
+pub const MAX_BINDING_REQUESTS: u16 = 25;
+
 /// An ICE server (STUN or TURN) with optional credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IceServer {
@@ -307,6 +315,7 @@ impl Peer {
         } else {
             RELAY_ACCEPTANCE_MIN_WAIT
         }));
+        settings.set_ice_max_binding_requests(Some(MAX_BINDING_REQUESTS));
         if config.interfaces == Interfaces::LoopbackOnly {
             settings.set_ip_filter(Box::new(|ip: IpAddr| ip.is_loopback()));
         }

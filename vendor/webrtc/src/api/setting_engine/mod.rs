@@ -30,6 +30,9 @@ pub struct Timeout {
     pub ice_srflx_acceptance_min_wait: Option<Duration>,
     pub ice_prflx_acceptance_min_wait: Option<Duration>,
     pub ice_relay_acceptance_min_wait: Option<Duration>,
+    /// Tether patch: how many checks a candidate pair gets before it is given up (the ICE
+    /// agent's `max_binding_requests`; None keeps its default, 7).
+    pub ice_max_binding_requests: Option<u16>,
 }
 
 #[derive(Default, Clone)]
@@ -163,6 +166,12 @@ impl SettingEngine {
     /// set_relay_acceptance_min_wait sets the icerelay_acceptance_min_wait
     pub fn set_relay_acceptance_min_wait(&mut self, t: Option<Duration>) {
         self.timeout.ice_relay_acceptance_min_wait = t;
+    }
+
+    /// Tether patch: sets how many checks (one per 200 ms check interval) a candidate pair
+    /// is sent before it is marked failed; the agent's default, 7, gives a pair about 1.6 s.
+    pub fn set_ice_max_binding_requests(&mut self, n: Option<u16>) {
+        self.timeout.ice_max_binding_requests = n;
     }
 
     /// set_udp_network allows ICE traffic to come through Ephemeral or UDPMux.
