@@ -101,22 +101,39 @@ pub trait CallQueue: OfferSource {
 
 type Handoff = oneshot::Sender<AnswererSide>;
 
+/// An answerer waiting, listed under each of its hosts.
+struct Waiter {
+    /// Where its offer goes; taken by the first offer for any of its hosts.
+    tx: Option<Handoff>,
+    /// When it took that offer: it is answering, and back soon, for all of its hosts.
+    taken: Option<Instant>,
+}
+
+impl Waiter {
+    /// Whether it waits still, or took an offer recently enough to be in that exchange.
+    fn around(&self, now: Instant) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+            || self
+                .taken
+                .is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
+    }
+}
+
 #[derive(Default)]
 struct HostQueue {
     offers: VecDeque<AnswererSide>,
     /// Answerers waiting; one waiter may be listed under several hosts.
-    waiters: VecDeque<Arc<Mutex<Option<Handoff>>>>,
+    waiters: VecDeque<Arc<Mutex<Waiter>>>,
     /// When an answerer last took one of this host's offers (it may still be answering it).
     last_taken: Option<Instant>,
 }
 
 impl HostQueue {
-    /// Whether an answerer may take an offer soon: one is waiting, or one took an offer
-    /// recently enough to be still in that exchange (and come back for the next).
+    /// Whether an answerer may take an offer soon: one is waiting, or one took an offer (of
+    /// this host, or of another it answers for too) recently enough to be still in that
+    /// exchange (and come back for the next).
     fn answerer_around(&self, now: Instant) -> bool {
-        self.waiters
-            .iter()
-            .any(|w| lock(w).as_ref().is_some_and(|tx| !tx.is_closed()))
+        self.waiters.iter().any(|w| lock(w).around(now))
             || self
                 .last_taken
                 .is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
@@ -188,14 +205,24 @@ impl CallQueue for MemoryQueue {
         // Hand over to a waiting answerer if one is still there; otherwise queue the offer.
         let mut pending = Some(side);
         while let Some(waiter) = queue.waiters.pop_front() {
-            let Some(tx) = lock(&waiter).take() else {
-                continue;
+            let next = {
+                let mut w = lock(&waiter);
+                w.tx.take().ok_or(w.taken)
+            };
+            let tx = match next {
+                Ok(tx) => tx,
+                // Taken through another of its hosts: it still counts here until it is back.
+                Err(taken) => {
+                    queue.last_taken = queue.last_taken.max(taken);
+                    continue;
+                }
             };
             let Some(offer) = pending.take() else {
                 break;
             };
             match tx.send(offer) {
                 Ok(()) => {
+                    lock(&waiter).taken = Some(now);
                     queue.last_taken = Some(now);
                     break;
                 }
@@ -270,10 +297,13 @@ impl OfferSource for MemoryQueue {
                     }
                 }
                 let (tx, rx) = oneshot::channel();
-                let waiter = Arc::new(Mutex::new(Some(tx)));
+                let waiter = Arc::new(Mutex::new(Waiter {
+                    tx: Some(tx),
+                    taken: None,
+                }));
                 for host in hosts {
                     let queue = state.hosts.entry(host.clone()).or_default();
-                    queue.waiters.retain(|w| lock(w).is_some());
+                    queue.waiters.retain(|w| lock(w).around(now));
                     queue.waiters.push_back(waiter.clone());
                 }
                 rx
@@ -358,6 +388,30 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answerer_of_several_hosts_busy_with_one_keeps_the_others_online() {
+        let q = Arc::new(MemoryQueue::standalone());
+        let hosts = vec!["rover".to_string(), "rover.local".to_string()];
+        let answerer = {
+            let (q, hosts) = (q.clone(), hosts.clone());
+            tokio::spawn(async move { q.recv_offer(&hosts).await })
+        };
+        tokio::task::yield_now().await;
+        let ttl = Duration::from_secs(10);
+        let _first = q
+            .send_offer("rover", offer("a", "alice", ttl))
+            .await
+            .unwrap();
+        let side = answerer.await.unwrap().unwrap();
+        assert_eq!(side.offer.uuid, "a");
+        // Its other name is not offline while it answers: the offer waits for its next stream.
+        let _second = q
+            .send_offer("rover.local", offer("b", "bob", ttl))
+            .await
+            .unwrap();
+        assert_eq!(q.recv_offer(&hosts).await.unwrap().offer.uuid, "b");
     }
 
     #[tokio::test(start_paused = true)]

@@ -175,6 +175,19 @@ return 'ok'
 "#
 );
 
+/// An answerer of several hosts that claimed an offer for one of them is busy for the others
+/// too: it moves from their waiting set to their busy set, so they stay online (an offer to
+/// one waits for its next stream, instead of `NOT_FOUND`) and it still counts toward their cap.
+const HOLD: &str = concat!(
+    lua_now!(),
+    r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], 60000)
+return 'ok'
+"#
+);
+
 /// What a claim hands the answerer's side.
 struct Claimed<'a> {
     uuid: &'a str,
@@ -234,6 +247,7 @@ pub struct RedisQueue {
     present: redis::Script,
     claim: redis::Script,
     busy: redis::Script,
+    hold: redis::Script,
     update: redis::Script,
     /// Doorbells rung for this instance: what to read again (`h:<host>`, `c:<uuid>:<dir>`).
     bells: broadcast::Sender<String>,
@@ -328,6 +342,7 @@ impl RedisQueue {
             present: redis::Script::new(PRESENT),
             claim: redis::Script::new(CLAIM),
             busy: redis::Script::new(BUSY),
+            hold: redis::Script::new(HOLD),
             update: redis::Script::new(UPDATE),
             bells,
         });
@@ -800,7 +815,22 @@ impl OfferSource for RedisQueue {
                         caller,
                         deadline,
                     };
-                    return Ok(self.exchange(k, &member, claimed));
+                    // Busy for the stream's other hosts as well, for as long as for this one.
+                    let mut busy = vec![k.busy.clone()];
+                    let mut seen = vec![k.seen.clone()];
+                    for other in keys.iter().filter(|o| o.busy != k.busy) {
+                        let _: Result<String, _> = self
+                            .hold
+                            .key(&other.ans)
+                            .key(&other.busy)
+                            .arg(&member)
+                            .arg(PRESENCE_TTL_MS)
+                            .invoke_async(&mut con)
+                            .await;
+                        busy.push(other.busy.clone());
+                        seen.push(other.seen.clone());
+                    }
+                    return Ok(self.exchange(k, (busy, seen), &member, claimed));
                 }
             }
             // Presence refreshes come due within the rescan period.
@@ -813,7 +843,14 @@ impl OfferSource for RedisQueue {
 impl RedisQueue {
     /// The answerer's side of claimed call `uuid`: its messages to the caller go to the a2c
     /// stream; the caller's come from the c2a stream; its busy presence lives until both end.
-    fn exchange(&self, keys: &HostKeys, member: &str, claimed: Claimed<'_>) -> AnswererSide {
+    /// `held` are the busy sets it is in (the claimed host's first) and the hosts' `seen` keys.
+    fn exchange(
+        &self,
+        keys: &HostKeys,
+        held: (Vec<String>, Vec<String>),
+        member: &str,
+        claimed: Claimed<'_>,
+    ) -> AnswererSide {
         let Claimed {
             uuid,
             sdp,
@@ -829,8 +866,8 @@ impl RedisQueue {
         let c2a = format!("{call}:c2a");
         // Outbound: the answerer's messages, in order, then its busy presence ends.
         {
-            let (con, busy, member) = (self.con.clone(), keys.busy.clone(), member.to_string());
-            let seen = keys.seen.clone();
+            let (con, member) = (self.con.clone(), member.to_string());
+            let (busy, seen) = held;
             let refresh_busy = self.busy.clone();
             let (caller, bell) = (caller.to_string(), format!("c:{uuid}:a2c"));
             tokio::spawn(async move {
@@ -846,26 +883,26 @@ impl RedisQueue {
                         }
                         _ = refresh.tick() => {
                             let mut c = con.clone();
-                            let _: Result<(), _> = refresh_busy.key(&busy).arg(&member)
-                                .arg(PRESENCE_TTL_MS).invoke_async(&mut c).await;
+                            for key in &busy {
+                                let _: Result<(), _> = refresh_busy.key(key).arg(&member)
+                                    .arg(PRESENCE_TTL_MS).invoke_async(&mut c).await;
+                            }
                         }
                     }
                 }
                 // Its slot is free at once; the host stays known online until it is back.
                 let mut con = con.clone();
-                let _: Result<(), _> = redis::pipe()
-                    .cmd("ZREM")
-                    .arg(&busy)
-                    .arg(&member)
-                    .ignore()
-                    .cmd("SET")
-                    .arg(&seen)
-                    .arg(1)
-                    .arg("PX")
-                    .arg(ANSWERER_LINGER_MS)
-                    .ignore()
-                    .query_async(&mut con)
-                    .await;
+                let mut pipe = redis::pipe();
+                for (busy, seen) in busy.iter().zip(&seen) {
+                    pipe.cmd("ZREM").arg(busy).arg(&member).ignore();
+                    pipe.cmd("SET")
+                        .arg(seen)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(ANSWERER_LINGER_MS)
+                        .ignore();
+                }
+                let _: Result<(), _> = pipe.query_async(&mut con).await;
             });
         }
         // Inbound: the caller's messages until it is done or the deadline passes.
