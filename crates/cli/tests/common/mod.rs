@@ -48,11 +48,20 @@ impl Server {
 
     /// Starts `tether COMMAND ARGS`, and waits for it to say where it listens.
     pub fn start_command(command: &str, args: &[&str]) -> Server {
+        Server::start_under(&[], command, args)
+    }
+
+    /// Starts `WRAPPER… tether COMMAND ARGS` (a wrapper such as `faketime -f +60s`), and
+    /// waits for it to say where it listens.
+    pub fn start_under(wrapper: &[&str], command: &str, args: &[&str]) -> Server {
         // TETHER_SERVER_BIN runs the same tests against another build (e.g. an older one, to
         // show an attack test failing before its fix).
         let bin = std::env::var("TETHER_SERVER_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").to_string());
-        let mut child = Command::new(bin)
+        let mut line: Vec<&str> = wrapper.to_vec();
+        line.push(&bin);
+        let mut child = Command::new(line[0])
+            .args(&line[1..])
             .arg(command)
             .args(args)
             .env("RUST_LOG", "info")
