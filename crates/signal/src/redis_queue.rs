@@ -188,6 +188,15 @@ return 'ok'
 "#
 );
 
+/// A caller that hung up before its offer was claimed: no answerer takes it.
+const CANCEL: &str = r#"
+if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled')
+  return 1
+end
+return 0
+"#;
+
 /// What a claim hands the answerer's side.
 struct Claimed<'a> {
     uuid: &'a str,
@@ -248,6 +257,7 @@ pub struct RedisQueue {
     claim: redis::Script,
     busy: redis::Script,
     hold: redis::Script,
+    cancel: redis::Script,
     update: redis::Script,
     /// Doorbells rung for this instance: what to read again (`h:<host>`, `c:<uuid>:<dir>`).
     bells: broadcast::Sender<String>,
@@ -343,6 +353,7 @@ impl RedisQueue {
             claim: redis::Script::new(CLAIM),
             busy: redis::Script::new(BUSY),
             hold: redis::Script::new(HOLD),
+            cancel: redis::Script::new(CANCEL),
             update: redis::Script::new(UPDATE),
             bells,
         });
@@ -693,6 +704,8 @@ impl CallQueue for RedisQueue {
             Self::ring(&self.con, iid, &host_bell).await;
         }
         let (tx, from_answerer) = mpsc::channel(EXCHANGE_BUFFER);
+        let caller_gone = tx.clone();
+        let (cancel, call_key) = (self.cancel.clone(), call.clone());
         let reader = StreamReader {
             con: con.clone(),
             stream: format!("{call}:a2c"),
@@ -712,6 +725,11 @@ impl CallQueue for RedisQueue {
                     FromAnswerer::Error,
                 )
                 .await;
+            // Hung up while still queued: the offer is withdrawn.
+            if caller_gone.is_closed() {
+                let _: Result<i64, _> = cancel.key(&call_key).invoke_async(&mut con).await;
+            }
+            drop(caller_gone);
             let _: Result<(), _> = redis::cmd("ZREM")
                 .arg(&callers)
                 .arg(&uuid)

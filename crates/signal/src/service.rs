@@ -315,7 +315,12 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
         tokio::spawn(async move {
             let mut answered = false;
             loop {
-                let next = tokio::time::timeout_at(deadline, side.from_answerer.recv()).await;
+                // A caller that hangs up is noticed at once, not at the next message: its
+                // slot under the host's cap frees, and no answerer is handed its offer.
+                let next = tokio::select! {
+                    next = tokio::time::timeout_at(deadline, side.from_answerer.recv()) => next,
+                    () = tx.closed() => break,
+                };
                 let message = match next {
                     Err(_) if !answered => Err(Status::deadline_exceeded(format!(
                         "no answer within {OFFER_DEADLINE:?}: is the machine running?"
