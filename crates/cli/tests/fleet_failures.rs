@@ -39,13 +39,18 @@ fn machines() -> Vec<String> {
 /// A config for a fleet on `redis`: the answer key answers for every host above, the
 /// operator's key calls them.
 fn config(redis: &str) -> std::path::PathBuf {
+    config_with(redis, "")
+}
+
+/// The same, with `extra` members (`"name": value,`) at its top.
+fn config_with(redis: &str, extra: &str) -> std::path::PathBuf {
     let mut hosts = vec![ROVER.to_string()];
     hosts.extend(aliases());
     hosts.push("alias6.cases.test".into());
     hosts.extend(machines());
     let hosts = serde_json::to_string(&hosts).unwrap();
     let text = format!(
-        r#"{{"redis_url": "{redis}",
+        r#"{{{extra} "redis_url": "{redis}",
           "api_keys": [
             {{"id": "{}", "key": "{}", "answer": {hosts}}},
             {{"id": "{KEY_ID}", "key": "{KEY}", "call": {hosts}}}
@@ -824,4 +829,99 @@ fn seconds_of_day(stamp: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// §4.6 #5: the caps, across instances. With two calls of a host in progress (its answerer
+/// holding one, the other queued) a third is `UNAVAILABLE`, and once the queued caller hangs
+/// up the next gets in; a host's fifth answer stream is `UNAVAILABLE`.
+#[tokio::test]
+async fn callers_and_answerers_past_the_caps_are_unavailable() {
+    let redis = Redis::start();
+    let config = config_with(&redis.url(), r#""max_callers_per_host": 2,"#);
+    let a = signal(&config, "127.0.0.1:0");
+    let b = signal(&config, "127.0.0.1:0");
+    let host = "m010.cases.test";
+    let (mut ac, at) = answerer(&b.addr).await;
+    let mut holding = Answering::open(&mut ac, &at, &[host], false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut cc, ct) = caller(&a.addr).await;
+    let _first = call(&mut cc, &ct, host, "first").await.unwrap();
+    holding.offer(Duration::from_secs(5)).await.unwrap();
+    let queued = call(&mut cc, &ct, host, "queued").await.unwrap();
+    let third = call(&mut cc, &ct, host, "third").await.unwrap_err();
+    assert_eq!(third.code(), Code::Unavailable, "{third:?}");
+    eprintln!("the third caller: {third:?}");
+    drop(queued);
+    let t0 = Instant::now();
+    let _next = loop {
+        match call(&mut cc, &ct, host, "next").await {
+            Ok(s) => break s,
+            Err(s) => assert!(
+                s.code() == Code::Unavailable && t0.elapsed() < Duration::from_secs(5),
+                "after a caller hung up, {:?} later: {s:?}",
+                t0.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "a slot free {:?} after a queued caller hung up",
+        t0.elapsed()
+    );
+    // The offer of the caller that hung up is withdrawn: the next answerer gets the next one.
+    let (mut nc, nt) = answerer(&a.addr).await;
+    let mut next_answerer = Answering::open(&mut nc, &nt, &[host], false).await;
+    let (_, sdp) = next_answerer.offer(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(sdp, "next");
+
+    let other = "m011.cases.test";
+    let mut streams = Vec::new();
+    for i in 0..4 {
+        let addr = if i % 2 == 0 { &a.addr } else { &b.addr };
+        let (mut c, t) = answerer(addr).await;
+        streams.push(Answering::open(&mut c, &t, &[other], false).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut fifth = Answering::open(&mut ac, &at, &[other], false).await;
+    let heard = fifth.next_event(Duration::from_secs(5)).await;
+    assert!(heard.contains("Unavailable"), "the fifth answerer: {heard}");
+    for s in &mut streams {
+        assert_eq!(s.next_event(Duration::from_millis(50)).await, "nothing");
+    }
+}
+
+/// §4.6 #6: an offer that waited 8 s for an answerer is not handed to one that comes then
+/// (too little of its 10 s would be left); its caller gets `DEADLINE_EXCEEDED` at 10 s.
+#[tokio::test]
+async fn an_offer_older_than_eight_seconds_is_not_handed_to_a_new_answerer() {
+    let redis = Redis::start();
+    let (_config, a, b) = fleet(&redis);
+    let host = "m020.cases.test";
+    let (mut ac, at) = answerer(&b.addr).await;
+    let mut holding = Answering::open(&mut ac, &at, &[host], false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut cc, ct) = caller(&a.addr).await;
+    let _first = call(&mut cc, &ct, host, "first").await.unwrap();
+    holding.offer(Duration::from_secs(5)).await.unwrap();
+    let t0 = Instant::now();
+    let mut old = call(&mut cc, &ct, host, "old").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(8300)).await;
+    let (mut late_c, late_t) = answerer(&a.addr).await;
+    let mut late = Answering::open(&mut late_c, &late_t, &[host], false).await;
+    let (heard, ended) = tokio::join!(late.next_event(Duration::from_secs(3)), async {
+        let ended = tokio::time::timeout(Duration::from_secs(5), old.message()).await;
+        (ended, t0.elapsed())
+    });
+    assert_eq!(heard, "nothing", "the late answerer got {heard}");
+    let (ended, at_) = ended;
+    let status = match ended {
+        Ok(Err(s)) => s,
+        other => panic!("the old call: {other:?}"),
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        (Duration::from_millis(9500)..Duration::from_millis(11500)).contains(&at_),
+        "ended after {at_:?}"
+    );
+    eprintln!("an offer 8.3 s old not handed out; its caller ended after {at_:?}: {status:?}");
 }
