@@ -6,7 +6,7 @@
 //!
 //! | Key | Type | Holds |
 //! |---|---|---|
-//! | `tq:inst:<iid>` | string, `PX 6000` refreshed every 2 s | an instance is alive |
+//! | `tq:inst:<iid>` | string, `PX 3000` refreshed every 1 s | an instance is alive |
 //! | `tq:{h}:ans` | zset `<iid>:<aid>` → expiry ms | answerers waiting for an offer of `h` |
 //! | `tq:{h}:busy` | zset, as above | answerers in an exchange (both count toward the cap of 4) |
 //! | `tq:{h}:callers` | zset uuid → deadline ms | calls in progress (the caller cap) |
@@ -25,7 +25,8 @@
 //!   last id. Stream ids are monotonic, so candidates arrive in order and never twice.
 //! - Presence ages out: an answerer's membership is refreshed every 2 s to now + 6 s, so a dead
 //!   instance's answerers stop counting within 6 s; every key has a TTL, so nothing is left
-//!   behind when a writer dies.
+//!   behind when a writer dies (a set of answerers lives as long as its last member's
+//!   presence, not a fixed minute: a killed instance's answerers leave no key behind).
 //!
 //! Pub/sub is only a doorbell: every instance subscribes to `tq:bell:<iid>`, and whoever writes
 //! something another instance must read rings it (an offer: every instance with a waiting
@@ -65,6 +66,12 @@ pub const MAX_ANSWERERS_PER_HOST: usize = 4;
 const PRESENCE_TTL_MS: u64 = 6000;
 /// How often presences are refreshed.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(2);
+/// How long an instance counts as alive without a refresh: the other side of an exchange
+/// whose instance died (a crash, a kill) hears it within this and a stream rescan (FLEET.md
+/// §4.6 #9 asks under 3 s); two refreshes in a row may fail before it counts as dead.
+const INSTANCE_TTL_MS: u64 = 3000;
+/// How often an instance refreshes its liveness key.
+const INSTANCE_REFRESH: Duration = Duration::from_secs(1);
 /// How long a call's keys live: its offer deadline and 5 s of slack.
 const CALL_TTL_MS: u64 = (tether_rpc::OFFER_DEADLINE.as_secs() + 5) * 1000;
 /// Most entries an exchange stream keeps (approximately: `MAXLEN ~`).
@@ -122,7 +129,7 @@ if not known and redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= 
   return 'busy'
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 60000)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 'ok'
 "#
 );
@@ -139,7 +146,7 @@ while true do
     redis.call('HSET', call, 'state', 'answered', 'answerer', ARGV[1])
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-    redis.call('PEXPIRE', KEYS[2], 60000)
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
     return {uuid, tostring(now - tonumber(c[2])), c[3], c[4], c[5], c[6]}
   end
 end
@@ -170,7 +177,9 @@ return 'ok'
 const BUSY: &str = concat!(
     lua_now!(),
     r#"
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 'ok'
 "#
 );
@@ -183,7 +192,7 @@ const HOLD: &str = concat!(
     r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[2], 60000)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 "#
 );
@@ -365,11 +374,11 @@ impl RedisQueue {
                     .arg(instance_key(&q.iid))
                     .arg("1")
                     .arg("PX")
-                    .arg(PRESENCE_TTL_MS)
+                    .arg(INSTANCE_TTL_MS)
                     .query_async(&mut con)
                     .await;
                 drop(q);
-                tokio::time::sleep(PRESENCE_REFRESH).await;
+                tokio::time::sleep(INSTANCE_REFRESH).await;
             }
         });
         Ok(queue)
