@@ -274,7 +274,7 @@ async fn an_instance_killed_mid_exchange_ends_the_other_side_before_the_deadline
     };
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
-        took < Duration::from_secs(8),
+        took < Duration::from_millis(4500),
         "the caller heard only after {took:?}, its deadline is 10 s"
     );
     eprintln!(
@@ -294,7 +294,7 @@ async fn an_instance_killed_mid_exchange_ends_the_other_side_before_the_deadline
     let took = killed.elapsed();
     assert!(heard.starts_with("error"), "the answerer heard {heard}");
     assert!(
-        took < Duration::from_secs(8),
+        took < Duration::from_millis(4500),
         "the answerer heard only after {took:?}"
     );
     eprintln!("caller's instance killed mid-exchange: the answerer heard {heard:?} after {took:?}");
