@@ -28,7 +28,7 @@ pub const HOST_OFFLINE: &str = "host appears to be offline; ensure machine is on
 
 /// What a caller update for a call that is not in progress (or not the caller's) gets.
 pub fn no_such_call(uuid: &str) -> Status {
-    Status::not_found(format!("no call in progress with uuid {uuid:?}"))
+    Status::not_found(format!("no active offer for {uuid:?}"))
 }
 
 /// A caller's offer.

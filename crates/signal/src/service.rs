@@ -330,6 +330,9 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
                     Ok(None) if !answered => Err(Status::unavailable(
                         "the answerer went away before answering",
                     )),
+                    Ok(Some(FromAnswerer::Done)) if !answered => Err(Status::unavailable(
+                        "the answerer was done without an answer",
+                    )),
                     Ok(None) | Ok(Some(FromAnswerer::Done)) => break,
                     Ok(Some(FromAnswerer::Error(s))) => Err(s),
                     Ok(Some(FromAnswerer::Answer(sdp))) => {
@@ -449,6 +452,50 @@ impl pb::signaling_service_server::SignalingService for SignalingApi {
     }
 }
 
+/// What the answerer's message `m` in call `uuid` means for the caller, in the order the
+/// protocol allows (goutils' messages): one `init`, then `update`s, then `done` or `error`.
+/// None: nothing to relay (an update without a candidate).
+fn answerer_stage(
+    uuid: &str,
+    m: pb::AnswerResponse,
+    answered: &mut bool,
+) -> Result<Option<FromAnswerer>, Status> {
+    use pb::answer_response::Stage as In;
+    if m.uuid != uuid {
+        return Err(Status::invalid_argument(format!(
+            "uuid mismatch; have={:?} want={uuid:?}",
+            m.uuid
+        )));
+    }
+    Ok(Some(match m.stage {
+        Some(In::Init(i)) => {
+            if *answered {
+                return Err(Status::invalid_argument("got init stage more than once"));
+            }
+            check_sdp("answer", &i.sdp)?;
+            *answered = true;
+            FromAnswerer::Answer(i.sdp)
+        }
+        Some(In::Update(u)) => {
+            if !*answered {
+                return Err(Status::invalid_argument(
+                    "got update stage before init stage",
+                ));
+            }
+            match u.candidate {
+                Some(c) => {
+                    check_candidate(&c)?;
+                    FromAnswerer::Candidate(c.into())
+                }
+                None => return Ok(None),
+            }
+        }
+        Some(In::Done(_)) => FromAnswerer::Done,
+        Some(In::Error(e)) => FromAnswerer::Error(status_from_wire(e.status)),
+        None => return Err(Status::invalid_argument("answer without a stage")),
+    }))
+}
+
 /// One `Answer` stream: heartbeats while waiting, then one offer relayed both ways until
 /// both sides are done or its deadline passes.
 async fn relay_answer(
@@ -460,7 +507,6 @@ async fn relay_answer(
     tx: &mpsc::Sender<Result<pb::AnswerRequest, Status>>,
 ) -> Result<(), Status> {
     use pb::answer_request::Stage as Out;
-    use pb::answer_response::Stage as In;
     let offer = async {
         let wait = queue.recv_offer(&hosts);
         tokio::pin!(wait);
@@ -511,17 +557,14 @@ async fn relay_answer(
             .await;
         return Ok(());
     }
-    let (mut answerer_done, mut caller_done) = (false, false);
+    let (mut answerer_done, mut caller_done, mut answered) = (false, false, false);
     let until = side.offer.deadline;
     while !(answerer_done && caller_done) {
         tokio::select! {
             _ = tokio::time::sleep_until(until) => break,
             msg = answers.message() => {
-                let stage = match msg {
-                    Ok(Some(m)) if m.uuid == uuid => m.stage,
-                    Ok(Some(m)) => {
-                        return Err(Status::invalid_argument(format!("answer for unknown call {:?}", m.uuid)));
-                    }
+                let m = match msg {
+                    Ok(Some(m)) => m,
                     Ok(None) | Err(_) => {
                         if !answerer_done {
                             let _ = side.to_caller.send(FromAnswerer::Error(Status::unavailable("answerer went away"))).await;
@@ -529,16 +572,16 @@ async fn relay_answer(
                         return Ok(());
                     }
                 };
-                let relay = match stage {
-                    Some(In::Init(i)) => { check_sdp("answer", &i.sdp)?; FromAnswerer::Answer(i.sdp) }
-                    Some(In::Update(u)) => match u.candidate {
-                        Some(c) => { check_candidate(&c)?; FromAnswerer::Candidate(c.into()) }
-                        None => continue,
-                    },
-                    Some(In::Done(_)) => { answerer_done = true; FromAnswerer::Done }
-                    Some(In::Error(e)) => { answerer_done = true; FromAnswerer::Error(status_from_wire(e.status)) }
-                    None => return Err(Status::invalid_argument("answer without a stage")),
+                let relay = match answerer_stage(&uuid, m, &mut answered) {
+                    Ok(Some(relay)) => relay,
+                    Ok(None) => continue,
+                    // A violation ends the exchange for both: the caller hears why.
+                    Err(status) => {
+                        let _ = side.to_caller.send(FromAnswerer::Error(status.clone())).await;
+                        return Err(status);
+                    }
                 };
+                answerer_done |= matches!(relay, FromAnswerer::Done | FromAnswerer::Error(_));
                 let _ = side.to_caller.send(relay).await;
             }
             update = side.from_caller.recv(), if !caller_done => {
