@@ -925,3 +925,160 @@ async fn an_offer_older_than_eight_seconds_is_not_handed_to_a_new_answerer() {
     );
     eprintln!("an offer 8.3 s old not handed out; its caller ended after {at_:?}: {status:?}");
 }
+
+/// §4.6 #7: the protocol's order and its messages, across two instances. A stale uuid on
+/// `CallUpdate`; `disable_trickle` reaching the answerer; an answerer's update before its
+/// init, a second init, a wrong uuid (each refused, the caller told why); an answerer's error
+/// reaching the caller as it was sent; a caller's error reaching the answerer.
+#[tokio::test]
+async fn stage_violations_stale_uuids_and_errors_get_their_messages() {
+    use pb::answer_response::Stage;
+    let redis = Redis::start();
+    let (_config, a, b) = fleet(&redis);
+    let (mut cc, ct) = caller(&a.addr).await;
+    let (mut ac, at) = answerer(&b.addr).await;
+
+    let stale = pb::CallUpdateRequest {
+        uuid: "6f1c0d1e-0000-4000-8000-000000000000".into(),
+        update: Some(pb::call_update_request::Update::Done(true)),
+    };
+    let e = cc.call_update(to(stale, ROVER, &ct)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::NotFound,
+            r#"no active offer for "6f1c0d1e-0000-4000-8000-000000000000""#
+        )
+    );
+
+    // Each case: a fresh stream and call; what the answerer sends; what each side hears.
+    let update = |uuid: &str| pb::AnswerResponse {
+        uuid: uuid.into(),
+        stage: Some(Stage::Update(pb::AnswerResponseUpdateStage {
+            candidate: Some(pb::IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                ..Default::default()
+            }),
+        })),
+    };
+    let init = |uuid: &str| pb::AnswerResponse {
+        uuid: uuid.into(),
+        stage: Some(Stage::Init(pb::AnswerResponseInitStage {
+            sdp: "answer".into(),
+        })),
+    };
+    type Sends = Box<dyn Fn(&str) -> Vec<pb::AnswerResponse>>;
+    let cases: Vec<(&str, Sends, Code, String)> = vec![
+        (
+            "update before init",
+            Box::new(move |u| vec![update(u)]),
+            Code::InvalidArgument,
+            "got update stage before init stage".into(),
+        ),
+        (
+            "init twice",
+            Box::new(move |u| vec![init(u), init(u)]),
+            Code::InvalidArgument,
+            "got init stage more than once".into(),
+        ),
+        (
+            "wrong uuid",
+            Box::new(move |_| vec![init("not-the-call")]),
+            Code::InvalidArgument,
+            "uuid mismatch; have=\"not-the-call\" want=".into(),
+        ),
+        (
+            "an answerer's error",
+            Box::new(|u| {
+                vec![pb::AnswerResponse {
+                    uuid: u.into(),
+                    stage: Some(Stage::Error(pb::AnswerResponseErrorStage {
+                        status: Some(tether_proto::google::rpc::Status {
+                            code: Code::ResourceExhausted as i32,
+                            message: "no more peers".into(),
+                            details: Vec::new(),
+                        }),
+                    })),
+                }]
+            }),
+            Code::ResourceExhausted,
+            "no more peers".into(),
+        ),
+    ];
+    for (what, script, code, message) in cases {
+        let mut answering = Answering::open(&mut ac, &at, &[ROVER], false).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = to(
+            pb::CallRequest {
+                sdp: "offer".into(),
+                disable_trickle: true,
+            },
+            ROVER,
+            &ct,
+        );
+        let mut calling = cc.call(r).await.unwrap().into_inner();
+        let m = answering
+            .incoming
+            .message()
+            .await
+            .unwrap()
+            .expect("an offer");
+        let Some(pb::answer_request::Stage::Init(i)) = m.stage else {
+            panic!("{what}: not an init: {m:?}");
+        };
+        assert!(
+            i.optional_config.is_some_and(|c| c.disable_trickle),
+            "{what}: disable_trickle did not reach the answerer"
+        );
+        for message in script(&m.uuid) {
+            answering.out.send(message).await.unwrap();
+        }
+        let caller_heard = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match calling.message().await {
+                    Ok(Some(_)) => {}
+                    other => return other.map(|_| ()),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the caller heard nothing"));
+        let status = caller_heard.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: the caller heard {status:?}");
+        assert!(
+            status.message().starts_with(&message),
+            "{what}: the caller heard {status:?}"
+        );
+        if code == Code::InvalidArgument {
+            let heard = answering.next_event(Duration::from_secs(5)).await;
+            assert!(
+                heard.contains("InvalidArgument") && heard.contains(&message),
+                "{what}: the answerer heard {heard}"
+            );
+        }
+        eprintln!(
+            "{what}: the caller heard {:?} {:?}",
+            status.code(),
+            status.message()
+        );
+    }
+
+    // The caller's error reaches the answerer.
+    let mut answering = Answering::open(&mut ac, &at, &[ROVER], false).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _calling = call(&mut cc, &ct, ROVER, "offer").await.unwrap();
+    let (uuid, _) = answering.offer(Duration::from_secs(5)).await.unwrap();
+    let error = pb::CallUpdateRequest {
+        uuid,
+        update: Some(pb::call_update_request::Update::Error(
+            tether_proto::google::rpc::Status {
+                code: Code::Cancelled as i32,
+                message: "the user gave up".into(),
+                details: Vec::new(),
+            },
+        )),
+    };
+    cc.call_update(to(error, ROVER, &ct)).await.unwrap();
+    let heard = answering.next_event(Duration::from_secs(5)).await;
+    assert_eq!(heard, "error the user gave up");
+}
