@@ -206,6 +206,24 @@ async fn exchange(
     Ok(answer)
 }
 
+/// How call stream `s` ends within `limit`, past whatever it still delivers: its status, or
+/// None if it has not ended by then.
+async fn call_end(
+    s: &mut tonic::Streaming<pb::CallResponse>,
+    limit: Duration,
+) -> Option<Result<(), Status>> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
 async fn caller(addr: &str) -> (SignalingClient, String) {
     signaling_client(addr, KEY_ID, KEY).await
 }
@@ -531,16 +549,9 @@ async fn after_a_redis_restart_a_hundred_answerers_are_reachable_again() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart();
     let restarted = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(12), async {
-        loop {
-            match in_flight.message().await {
-                Ok(Some(_)) => {}
-                other => return other.map(|_| ()),
-            }
-        }
-    })
-    .await
-    .expect("the call in flight hung");
+    let ended = call_end(&mut in_flight, Duration::from_secs(12))
+        .await
+        .expect("the call in flight hung");
     let status = ended.expect_err("the call in flight ended without an error");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     eprintln!(
@@ -1033,16 +1044,9 @@ async fn stage_violations_stale_uuids_and_errors_get_their_messages() {
         for message in script(&m.uuid) {
             answering.out.send(message).await.unwrap();
         }
-        let caller_heard = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match calling.message().await {
-                    Ok(Some(_)) => {}
-                    other => return other.map(|_| ()),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the caller heard nothing"));
+        let caller_heard = call_end(&mut calling, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{what}: the caller heard nothing"));
         let status = caller_heard.expect_err(what);
         assert_eq!(status.code(), code, "{what}: the caller heard {status:?}");
         assert!(
