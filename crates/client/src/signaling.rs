@@ -387,7 +387,14 @@ async fn signal(
     let Some(signaling::call_response::Stage::Init(init)) = first.stage else {
         return Err("the machine's first Call answer was not its SDP".into());
     };
-    peer.accept_answer(&init.sdp)
+    // Peer to peer only: the machine's relayed candidates go, in its answer as when trickled.
+    let sdp = if force_p2p {
+        tether_rtc::without_relay_candidates(&init.sdp, "answer")
+            .map_err(|e| format!("cannot read the machine's answer: {e}"))?
+    } else {
+        init.sdp
+    };
+    peer.accept_answer(&sdp)
         .await
         .map_err(|e| format!("cannot apply the machine's answer: {e}"))?;
     let (closed_tx, mut closed) = mpsc::unbounded_channel();

@@ -259,6 +259,24 @@ pub fn check_signaled_sdp(encoded: &str, kind: &str) -> Result<(), RtcError> {
     decode_sdp(encoded, kind).map(|_| ())
 }
 
+/// Signaled session description `encoded` (of `kind`: `offer` or `answer`) without the
+/// relayed candidates in it, for a peer that wants peer to peer only (`force_p2p`): with them,
+/// ICE can pair a local host candidate with the other side's TURN relay, a relayed route.
+pub fn without_relay_candidates(encoded: &str, kind: &str) -> Result<String, RtcError> {
+    let mut desc = decode_sdp(encoded, kind)?;
+    desc.sdp = desc
+        .sdp
+        .split_inclusive('\n')
+        .filter(|line| {
+            let mut words = line.split_ascii_whitespace();
+            !(line.starts_with("a=candidate:")
+                && words.any(|w| w == "typ")
+                && words.next() == Some("relay"))
+        })
+        .collect();
+    encode_sdp(&desc)
+}
+
 /// Decodes a signaled session description and checks its type (`offer` or `answer`).
 fn decode_sdp(encoded: &str, want: &str) -> Result<RTCSessionDescription, RtcError> {
     let json = B64
@@ -648,6 +666,27 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn force_p2p_drops_the_relayed_candidates_of_an_answer() {
+        let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+                   a=candidate:1 1 udp 2130706431 192.168.1.10 5000 typ host\r\n\
+                   a=candidate:2 1 udp 16777215 198.51.100.1 49331 typ relay raddr 0.0.0.0 rport 1\r\n\
+                   a=candidate:3 1 udp 1694498815 198.51.100.11 5001 typ srflx raddr 0.0.0.0 rport 5000\r\n\
+                   a=mid:0\r\n";
+        let encoded = B64.encode(serde_json::json!({"type": "answer", "sdp": sdp}).to_string());
+        let kept = without_relay_candidates(&encoded, "answer").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&B64.decode(kept).unwrap()).unwrap();
+        let kept = json["sdp"].as_str().unwrap();
+        assert!(
+            kept.contains("typ host") && kept.contains("typ srflx"),
+            "{kept}"
+        );
+        assert!(!kept.contains("typ relay"), "{kept}");
+        assert!(kept.ends_with("a=mid:0\r\n"), "{kept}");
+        assert!(without_relay_candidates(&encoded, "offer").is_err());
+    }
 
     #[tokio::test]
     async fn sdp_encoding_is_base64_json_and_checks_the_type() {
