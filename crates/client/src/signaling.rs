@@ -106,16 +106,7 @@ pub(crate) fn without_turn(servers: Vec<IceServer>) -> Vec<IceServer> {
         .collect()
 }
 
-/// Whether an SDP candidate line is a relayed (TURN) candidate.
-pub(crate) fn is_relay_candidate(line: &str) -> bool {
-    let mut words = line.split_ascii_whitespace();
-    while let Some(w) = words.next() {
-        if w == "typ" {
-            return words.next() == Some("relay");
-        }
-    }
-    false
-}
+use tether_rtc::is_relay_candidate;
 
 /// Whether an `OptionalWebRTCConfig` error means "no signaler for this host here".
 fn no_signaler(status: &tonic::Status) -> bool {

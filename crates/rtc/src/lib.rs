@@ -267,14 +267,21 @@ pub fn without_relay_candidates(encoded: &str, kind: &str) -> Result<String, Rtc
     desc.sdp = desc
         .sdp
         .split_inclusive('\n')
-        .filter(|line| {
-            let mut words = line.split_ascii_whitespace();
-            !(line.starts_with("a=candidate:")
-                && words.any(|w| w == "typ")
-                && words.next() == Some("relay"))
-        })
+        .filter(|line| !(line.starts_with("a=candidate:") && is_relay_candidate(line)))
         .collect();
     encode_sdp(&desc)
+}
+
+/// Whether an SDP candidate line (trickled, or an `a=candidate:` line) is a relayed (TURN)
+/// candidate.
+pub fn is_relay_candidate(line: &str) -> bool {
+    let mut words = line.split_ascii_whitespace();
+    while let Some(w) = words.next() {
+        if w == "typ" {
+            return words.next() == Some("relay");
+        }
+    }
+    false
 }
 
 /// Decodes a signaled session description and checks its type (`offer` or `answer`).

@@ -112,11 +112,14 @@ struct Waiter {
 impl Waiter {
     /// Whether it waits still, or took an offer recently enough to be in that exchange.
     fn around(&self, now: Instant) -> bool {
-        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
-            || self
-                .taken
-                .is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed()) || in_exchange(self.taken, now)
     }
+}
+
+/// Whether an answerer that took an offer at `taken` may still be in that exchange (and come
+/// back for the next): within the offer deadline.
+fn in_exchange(taken: Option<Instant>, now: Instant) -> bool {
+    taken.is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
 }
 
 #[derive(Default)]
@@ -133,10 +136,7 @@ impl HostQueue {
     /// this host, or of another it answers for too) recently enough to be still in that
     /// exchange (and come back for the next).
     fn answerer_around(&self, now: Instant) -> bool {
-        self.waiters.iter().any(|w| lock(w).around(now))
-            || self
-                .last_taken
-                .is_some_and(|t| now.saturating_duration_since(t) < tether_rpc::OFFER_DEADLINE)
+        self.waiters.iter().any(|w| lock(w).around(now)) || in_exchange(self.last_taken, now)
     }
 }
 
